@@ -1,0 +1,89 @@
+"""The TFLite schema revision tflite-fp16 supports, loaded from ``tflite_schema.json``.
+
+``schema/generate.py`` writes the record from the installed ``tflite`` package;
+this module turns it into lookup tables for the reader and the writer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+__all__ = ["FieldSpec", "TableSpec", "Schema", "SCHEMA", "SCALAR_FORMATS"]
+
+# struct format and numpy dtype of each scalar type, little-endian.
+SCALAR_FORMATS: Mapping[str, Tuple[str, int]] = {
+    "bool": ("<?", 1), "int8": ("<b", 1), "uint8": ("<B", 1),
+    "int16": ("<h", 2), "uint16": ("<H", 2), "int32": ("<i", 4),
+    "uint32": ("<I", 4), "int64": ("<q", 8), "uint64": ("<Q", 8),
+    "float32": ("<f", 4), "float64": ("<d", 8),
+}
+NUMPY_DTYPES: Mapping[str, str] = {
+    "bool": "?", "int8": "i1", "uint8": "u1", "int16": "<i2", "uint16": "<u2",
+    "int32": "<i4", "uint32": "<u4", "int64": "<i8", "uint64": "<u8",
+    "float32": "<f4", "float64": "<f8",
+}
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One field of a table: where it sits in the vtable and what it holds."""
+
+    name: str
+    slot: int
+    kind: str  # scalar | string | table | vector_scalar | vector_string | vector_table | union
+    type: Optional[str] = None  # scalar type, or element type of a vector_scalar
+    table: Optional[str] = None  # table type of a table / vector_table field
+    union: Optional[str] = None  # union name of a union field
+    default: Any = None
+    deprecated: bool = False
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table of the schema."""
+
+    name: str
+    slots: int
+    fields: Tuple[FieldSpec, ...]
+    by_slot: Mapping[int, FieldSpec]
+    by_name: Mapping[str, FieldSpec]
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The whole record: tables, union members and the enums the tool uses."""
+
+    tflite_version: str
+    file_identifier: bytes
+    root_table: str
+    tables: Mapping[str, TableSpec]
+    unions: Mapping[str, Mapping[int, str]]
+    enums: Mapping[str, Mapping[str, int]]
+
+
+def _load(path: Path) -> Schema:
+    raw: Dict[str, Any] = json.loads(path.read_text())
+    tables = {}
+    for name, table in raw["tables"].items():
+        fields = tuple(FieldSpec(**f) for f in table["fields"])
+        tables[name] = TableSpec(
+            name=name,
+            slots=table["slots"],
+            fields=fields,
+            by_slot={f.slot: f for f in fields},
+            by_name={f.name: f for f in fields},
+        )
+    return Schema(
+        tflite_version=raw["tflite_package_version"],
+        file_identifier=raw["file_identifier"].encode("ascii"),
+        root_table=raw["root_table"],
+        tables=tables,
+        unions={u: {int(k): v for k, v in m.items()} for u, m in raw["unions"].items()},
+        enums=raw["enums"],
+    )
+
+
+SCHEMA = _load(Path(__file__).with_name("tflite_schema.json"))

@@ -1,0 +1,1 @@
+"""tflite-fp16: rewrite a float32 TensorFlow Lite model as float16, without TensorFlow."""

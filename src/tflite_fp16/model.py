@@ -1,0 +1,121 @@
+"""The in-memory model: what ``reader`` produces, ``edit`` transforms and ``writer`` consumes.
+
+A flatbuffer table is a :class:`Table`: its schema name and the fields the file
+actually holds, by name. Nothing is interpreted that the rewrite does not need,
+so every field, including all operator options, passes through untouched.
+
+Values by field kind (see ``schema/tflite_schema.json``):
+
+* scalar: ``int``, ``float`` or ``bool``
+* string: ``bytes`` (names are not decoded, so non-UTF-8 bytes survive)
+* vector of scalars: a 1-D ``numpy.ndarray``; read from a file it is a
+  read-only view into the memory-mapped input (buffer data is never copied
+  before it is cast)
+* table: :class:`Table`; vector of tables: ``tuple`` of :class:`Table`
+* vector of strings: ``tuple`` of ``bytes``
+* union: the ``<name>_type`` scalar plus a :class:`Table` of the member type
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Sequence, Tuple
+
+import numpy as np
+
+from .schema import SCHEMA
+
+__all__ = ["Table", "TFLiteModel", "TENSOR_TYPES", "BUILTIN_OPS", "op_of", "FLOAT16_MAX"]
+
+TENSOR_TYPES: Mapping[str, int] = SCHEMA.enums["TensorType"]
+BUILTIN_OPS: Mapping[str, int] = SCHEMA.enums["BuiltinOperator"]
+FLOAT32 = TENSOR_TYPES["FLOAT32"]
+FLOAT16 = TENSOR_TYPES["FLOAT16"]
+DEQUANTIZE = BUILTIN_OPS["DEQUANTIZE"]
+DENSIFY = BUILTIN_OPS["DENSIFY"]
+FLOAT16_MAX = 65504.0
+
+
+@dataclass(frozen=True, eq=False)
+class Table:
+    """One flatbuffer table: its schema type and the fields present in the file.
+
+    Tables are never changed in place; :meth:`replace` returns a new one.
+    """
+
+    name: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    def get(self, name: str) -> Any:
+        """The field's value, or the schema default when the file omits it."""
+        if name in self.fields:
+            return self.fields[name]
+        spec = SCHEMA.tables[self.name].by_name[name]
+        return spec.default
+
+    def has(self, name: str) -> bool:
+        return name in self.fields
+
+    def replace(self, **changes: Any) -> "Table":
+        """A copy with some fields changed; a value of ``None`` removes the field."""
+        spec = SCHEMA.tables[self.name].by_name
+        for name in changes:
+            if name not in spec:
+                raise KeyError(f"{self.name} has no field {name!r}")
+        fields: Dict[str, Any] = dict(self.fields)
+        for name, value in changes.items():
+            if value is None:
+                fields.pop(name, None)
+            else:
+                fields[name] = value
+        return Table(self.name, fields)
+
+    def tables(self, name: str) -> Tuple["Table", ...]:
+        """A vector-of-tables field, empty when absent."""
+        return self.fields.get(name, ())
+
+    def ints(self, name: str) -> Sequence[int]:
+        """A vector-of-integers field as a list, empty when absent."""
+        value = self.fields.get(name)
+        return [] if value is None else value.tolist()
+
+
+@dataclass(frozen=True, eq=False)
+class TFLiteModel:
+    """A model file: the root ``Model`` table and the bytes that follow the flatbuffer.
+
+    ``trailing`` holds whatever the file carries after the flatbuffer, such as
+    the zip of associated files that TFLite metadata appends.
+    """
+
+    root: Table
+    trailing: Any = b""  # bytes-like; a view into the input file when read
+
+    @property
+    def buffers(self) -> Tuple[Table, ...]:
+        return self.root.tables("buffers")
+
+    @property
+    def subgraphs(self) -> Tuple[Table, ...]:
+        return self.root.tables("subgraphs")
+
+    @property
+    def operator_codes(self) -> Tuple[Table, ...]:
+        return self.root.tables("operator_codes")
+
+    def buffer_data(self, index: int) -> np.ndarray:
+        """The data of buffer ``index`` as a 1-D uint8 array (empty when absent)."""
+        data = self.buffers[index].fields.get("data")
+        if data is None:
+            return np.empty(0, np.uint8)
+        return data.view(np.uint8) if data.dtype != np.uint8 else data
+
+
+def op_of(operator_code: Table) -> int:
+    """The builtin operator of an OperatorCode.
+
+    Files from before schema 3a set only ``deprecated_builtin_code`` (and
+    ``builtin_code`` then reads as 0, ADD); newer files set 127 there for
+    operators above 127. The larger of the two is the operator in both cases.
+    """
+    return max(int(operator_code.get("builtin_code")), int(operator_code.get("deprecated_builtin_code")))

@@ -1,0 +1,54 @@
+"""The ``tflite-fp16`` command: a thin layer over :func:`tflite_fp16.rewrite`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from . import __version__
+from .api import rewrite
+from .errors import InvalidModelError, RewriteError, UnsupportedModelError
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILURE = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tflite-fp16",
+        description="Store the float32 weights of a TFLite model as float16 (with DEQUANTIZE ops), "
+        "as TensorFlow's float16 post-training quantization does, from the .tflite file alone.",
+    )
+    parser.add_argument("input", help="float32 .tflite model")
+    parser.add_argument("output", nargs="?", help="where to write the float16 model (may equal input)")
+    parser.add_argument("--dry-run", action="store_true", help="print what would be converted and why not the rest; write nothing")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the command; return its exit status (0 ok, 2 bad input, 1 anything else)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.output is None and not args.dry_run:
+        parser.error("the output path is required (or use --dry-run)")
+    try:
+        report = rewrite(args.input, args.output, dry_run=args.dry_run)
+    except (InvalidModelError, UnsupportedModelError) as error:
+        print(f"tflite-fp16: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (RewriteError, OSError) as error:
+        print(f"tflite-fp16: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("tflite-fp16: interrupted; no output written", file=sys.stderr)
+        return 130
+    if args.dry_run:
+        print(report.plan.describe())
+    print(report.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

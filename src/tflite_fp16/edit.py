@@ -1,0 +1,148 @@
+"""Apply a :class:`~tflite_fp16.plan.Plan` to a model, returning a new model.
+
+Original tensors keep their indices (new tensors are appended); each operator
+list is rebuilt in one pass, a DEQUANTIZE op emitted right before the first
+operator that reads a converted tensor, so no index is patched after the fact.
+The input model is never changed.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from .model import DEQUANTIZE, FLOAT16, FLOAT32, Table, TFLiteModel
+from .plan import DEQUANTIZE_MIN_VERSION, MIN_RUNTIME_VERSION_KEY, Plan
+
+__all__ = ["apply_plan"]
+
+DEQUANTIZED_SUFFIX = b"/dequantize"
+DENSIFIED_SUFFIX = b"/densify_fp16"
+
+
+def _int32(values: List[int]) -> np.ndarray:
+    return np.array(values, dtype="<i4")
+
+
+def apply_plan(model: TFLiteModel, plan: Plan, float16_data: Mapping[int, np.ndarray]) -> TFLiteModel:
+    """The rewritten model. ``float16_data`` maps each converted buffer index to its cast data."""
+    if not plan.conversions:
+        return model
+    buffers = list(model.buffers)
+    codes = list(model.operator_codes)
+
+    # Buffers: cast in place, or appended when the original is still read as it is.
+    target_buffer: Dict[Tuple[int, int], int] = {}
+    for conversion in plan.conversions:
+        data = float16_data[conversion.buffer]
+        if conversion.new_buffer:
+            index = len(buffers)
+            buffers.append(Table("Buffer", {"data": data}))
+        else:
+            index = conversion.buffer
+            buffers[index] = buffers[index].replace(data=data)
+        for ref in conversion.tensors:
+            target_buffer[(ref.subgraph, ref.tensor)] = index
+
+    # Operator code: reuse DEQUANTIZE, at version 3 or above.
+    if plan.dequantize_opcode is None:
+        dequantize_code = len(codes)
+        codes.append(
+            Table("OperatorCode", {"deprecated_builtin_code": DEQUANTIZE, "version": DEQUANTIZE_MIN_VERSION, "builtin_code": DEQUANTIZE})
+        )
+    else:
+        dequantize_code = plan.dequantize_opcode
+        code = codes[dequantize_code]
+        codes[dequantize_code] = code.replace(
+            version=max(code.get("version"), DEQUANTIZE_MIN_VERSION), builtin_code=DEQUANTIZE, deprecated_builtin_code=DEQUANTIZE
+        )
+
+    empty_buffer = 0 if model.buffer_data(0).size == 0 and not buffers[0].get("offset") else None
+    if empty_buffer is None:
+        empty_buffer = len(buffers)
+        buffers.append(Table("Buffer", {}))
+
+    sparse = {(r.subgraph, r.tensor) for r in plan.sparse_tensors}
+    subgraphs = []
+    for s, subgraph in enumerate(model.subgraphs):
+        converted = {t: b for (sg, t), b in target_buffer.items() if sg == s}
+        if not converted:
+            subgraphs.append(subgraph)
+            continue
+        subgraphs.append(_rewrite_subgraph(subgraph, converted, {t for (sg, t) in sparse if sg == s}, dequantize_code, empty_buffer))
+
+    root = model.root
+    if plan.min_runtime_version is not None:
+        metadata, buffers = _raise_min_runtime_version(model, list(root.tables("metadata")), buffers, plan.min_runtime_version[1])
+        root = root.replace(metadata=tuple(metadata))
+    root = root.replace(operator_codes=tuple(codes), subgraphs=tuple(subgraphs), buffers=tuple(buffers))
+    return TFLiteModel(root=root, trailing=model.trailing)
+
+
+def _rewrite_subgraph(
+    subgraph: Table, converted: Dict[int, int], sparse: set, dequantize_code: int, empty_buffer: int
+) -> Table:
+    tensors = list(subgraph.tables("tensors"))
+    for t, buffer in converted.items():
+        tensors[t] = tensors[t].replace(type=FLOAT16, buffer=buffer)
+
+    def new_tensor(like: Table, tensor_type: int, suffix: bytes) -> int:
+        fields = {"shape": like.get("shape"), "type": tensor_type, "buffer": empty_buffer}
+        for name in ("shape_signature", "has_rank"):
+            if like.has(name):
+                fields[name] = like.fields[name]
+        fields["name"] = (like.get("name") or b"") + suffix
+        tensors.append(Table("Tensor", {k: v for k, v in fields.items() if v is not None}))
+        return len(tensors) - 1
+
+    def dequantize(source: int, output: int) -> Table:
+        return Table("Operator", {"opcode_index": dequantize_code, "inputs": _int32([source]), "outputs": _int32([output])})
+
+    dequantized: Dict[int, int] = {}  # converted tensor -> its DEQUANTIZE output
+    operators: List[Table] = []
+    for op in subgraph.tables("operators"):
+        inputs = op.ints("inputs")
+        if any(i in sparse for i in inputs):
+            # sparse float16 -> DENSIFY -> new float16 tensor -> DEQUANTIZE -> the original output
+            (output,) = op.ints("outputs")
+            dense_half = new_tensor(tensors[output], FLOAT16, DENSIFIED_SUFFIX)
+            operators.append(op.replace(outputs=_int32([dense_half])))
+            operators.append(dequantize(dense_half, output))
+            continue
+        if not any(i in converted for i in inputs):
+            operators.append(op)
+            continue
+        new_inputs = []
+        for i in inputs:
+            if i in converted:
+                if i not in dequantized:
+                    dequantized[i] = new_tensor(tensors[i], FLOAT32, DEQUANTIZED_SUFFIX)
+                    operators.append(dequantize(i, dequantized[i]))
+                i = dequantized[i]
+            new_inputs.append(i)
+        operators.append(op.replace(inputs=_int32(new_inputs)))
+    return subgraph.replace(tensors=tuple(tensors), operators=tuple(operators))
+
+
+def _raise_min_runtime_version(
+    model: TFLiteModel, metadata: List[Table], buffers: List[Table], version: str
+) -> Tuple[List[Table], List[Table]]:
+    for m, entry in enumerate(metadata):
+        if entry.get("name") != MIN_RUNTIME_VERSION_KEY:
+            continue
+        b = entry.get("buffer")
+        old = model.buffer_data(b)
+        size = max(16, old.size)
+        data = np.zeros(size, np.uint8)
+        data[: len(version)] = np.frombuffer(version.encode("ascii"), np.uint8)
+        shared = sum(1 for e in metadata if e.get("buffer") == b) > 1 or b in model.root.ints("metadata_buffer") or any(
+            t.get("buffer") == b for sg in model.subgraphs for t in sg.tables("tensors")
+        )
+        if shared:
+            buffers.append(Table("Buffer", {"data": data}))
+            metadata[m] = entry.replace(buffer=len(buffers) - 1)
+        else:
+            buffers[b] = buffers[b].replace(data=data)
+        break
+    return metadata, buffers

@@ -153,7 +153,11 @@ def parse_model(data: Any) -> TFLiteModel:
     parser.end = 8
     root_pos = parser._uoffset(0, "root table offset")
     root = parser.table(root_pos, SCHEMA.tables[SCHEMA.root_table], "Model")
-    model = TFLiteModel(root=root, trailing=memoryview(data)[parser.end :])
+    end = parser.end
+    # Zero padding after the last object (builders align it) belongs to the flatbuffer.
+    while end % 16 and end < size and data[end] == 0:
+        end += 1
+    model = TFLiteModel(root=root, trailing=memoryview(data)[end:])
     _check_model(model)
     return model
 

@@ -11,7 +11,8 @@ Order of the output file:
    the ``Buffer.data`` offsets of part 1 point forward into this part, so the
    whole file is one valid flatbuffer;
 3. the input's trailing bytes (for example the zip of associated files that
-   TFLite metadata appends), unchanged.
+   TFLite metadata appends), unchanged, from a 16-byte aligned offset (the
+   reader counts zero padding up to there as part of the flatbuffer).
 
 Part 2 is written straight from the arrays (views of the input, or the cast
 float16 data); it is never copied into the builder. The file is written to a
@@ -130,8 +131,10 @@ def _write_parts(handle: Any, model: TFLiteModel) -> int:
         written = length_at + 4 + array.nbytes
     assert written == region_size
     trailing = memoryview(model.trailing).cast("B")
+    padding = -region_size % ALIGNMENT if len(trailing) else 0
+    handle.write(b"\0" * padding)
     handle.write(trailing)
-    return len(head) + region_size + len(trailing)
+    return len(head) + region_size + padding + len(trailing)
 
 
 def to_bytes(model: TFLiteModel) -> bytes:

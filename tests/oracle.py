@@ -1,0 +1,247 @@
+"""Check a rewrite against its input, reading both with the ``tflite`` package.
+
+This is the test suite's independent account of the rules: it does not use
+tflite_fp16's reader, plan or writer, so a bug there cannot hide itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+import numpy as np
+import tflite
+
+FLOAT32, FLOAT16, DEQUANTIZE, DENSIFY, CUSTOM = 0, 1, 6, 124, 32
+QUANTIZED_WEIGHTS = {3, 9, 17}  # UINT8, INT8, INT4
+
+
+def dump(obj: Any, depth: int = 0) -> Any:
+    """Every field of a generated tflite table object, recursively, as plain data."""
+    if obj is None or isinstance(obj, (int, float, bool, bytes, str)):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    out: Dict[str, Any] = {}
+    names = [n for n in dir(obj) if n[0].isupper() and not n.startswith(("GetRootAs", "Init"))]
+    for name in names:
+        if name.endswith(("Length", "IsNone", "AsNumpy", "BufferHasIdentifier")):
+            continue
+        method = getattr(obj, name)
+        if name + "Length" in names:
+            if getattr(obj, name + "IsNone")():
+                out[name] = None
+            elif name + "AsNumpy" in names:
+                out[name] = getattr(obj, name + "AsNumpy")().tolist()
+            else:
+                out[name] = [dump(method(j), depth + 1) for j in range(getattr(obj, name + "Length")())]
+        else:
+            try:
+                value = method()
+            except TypeError:
+                continue
+            if type(value).__name__ == "Table":  # a union: decode by its type field
+                kind = getattr(obj, name + "Type")()
+                cls = _union_class(type(obj).__name__, name, kind)
+                member = cls()
+                member.Init(value.Bytes, value.Pos)
+                value = member
+            out[name] = dump(value, depth + 1)
+    return out
+
+
+def _union_class(table: str, field: str, kind: int) -> Any:
+    enum = {"BuiltinOptions": tflite.BuiltinOptions, "BuiltinOptions2": tflite.BuiltinOptions2,
+            "Details": tflite.QuantizationDetails}.get(field)
+    if enum is None:
+        enum = tflite.SparseIndexVector
+    name = {v: k for k, v in vars(enum).items() if isinstance(v, int)}[kind]
+    return getattr(tflite, name)
+
+
+def op_of(code: Any) -> int:
+    return max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+
+
+def buffer_data(model: Any, index: int) -> bytes:
+    buffer = model.Buffers(index)
+    return b"" if buffer.DataIsNone() else buffer.DataAsNumpy().tobytes()
+
+
+def buffer_data_offset(model: Any, index: int) -> Optional[int]:
+    buffer = model.Buffers(index)
+    o = buffer._tab.Offset(4)
+    return None if o == 0 else buffer._tab.Vector(o)
+
+
+def expected_conversions(model: Any) -> Set[Tuple[int, int]]:
+    """(subgraph, tensor) pairs the rule converts, computed from the input alone."""
+    ops = [op_of(model.OperatorCodes(i)) for i in range(model.OperatorCodesLength())]
+    result = set()
+    for s in range(model.SubgraphsLength()):
+        sg = model.Subgraphs(s)
+        tensors = [sg.Tensors(i) for i in range(sg.TensorsLength())]
+        readers: Dict[int, List[int]] = {}
+        written = set()
+        for o in range(sg.OperatorsLength()):
+            op = sg.Operators(o)
+            for i in set(op.InputsAsNumpy().tolist() if not op.InputsIsNone() else []):
+                readers.setdefault(i, []).append(o)
+            written.update(op.OutputsAsNumpy().tolist() if not op.OutputsIsNone() else [])
+        boundary = set(sg.InputsAsNumpy().tolist() if not sg.InputsIsNone() else []) | set(
+            sg.OutputsAsNumpy().tolist() if not sg.OutputsIsNone() else []
+        )
+
+        def hybrid(o: int) -> bool:
+            op = sg.Operators(o)
+            if ops[op.OpcodeIndex()] == DEQUANTIZE:
+                return False
+            ins = [i for i in op.InputsAsNumpy().tolist() if i >= 0]
+            outs = [i for i in op.OutputsAsNumpy().tolist() if i >= 0]
+            return any(tensors[i].Type() in QUANTIZED_WEIGHTS and buffer_data(model, tensors[i].Buffer()) for i in ins) and any(
+                tensors[i].Type() == FLOAT32 for i in outs
+            )
+
+        for t, tensor in enumerate(tensors):
+            if tensor.Type() != FLOAT32 or not buffer_data(model, tensor.Buffer()):
+                continue
+            if t in boundary or tensor.IsVariable() or t in written or t not in readers:
+                continue
+            bad = False
+            for o in readers[t]:
+                code = ops[sg.Operators(o).OpcodeIndex()]
+                if code == CUSTOM or hybrid(o) or (tensor.Sparsity() is not None and code != DENSIFY):
+                    bad = True
+            if not bad:
+                result.add((s, t))
+    return result
+
+
+def check_rewrite(before: bytes, after: bytes) -> Set[Tuple[int, int]]:
+    """Assert every rule of the rewrite; return the converted (subgraph, tensor) pairs."""
+    a = tflite.Model.GetRootAs(before, 0)
+    b = tflite.Model.GetRootAs(after, 0)
+    converted = expected_conversions(a)
+    assert b.Version() == a.Version()
+    assert b.Description() == a.Description()
+    assert b.SubgraphsLength() == a.SubgraphsLength()
+    assert [dump(a.SignatureDefs(i)) for i in range(a.SignatureDefsLength())] == [
+        dump(b.SignatureDefs(i)) for i in range(b.SignatureDefsLength())
+    ]
+
+    b_ops = [op_of(b.OperatorCodes(i)) for i in range(b.OperatorCodesLength())]
+    added_codes: Set[int] = set()
+    for s in range(a.SubgraphsLength()):
+        added_codes |= _check_subgraph(a, b, s, {t for (sg, t) in converted if sg == s}, b_ops)
+
+    # Operator codes: the originals keep op, custom code and version, except the
+    # DEQUANTIZE the new ops use: builtin_code = deprecated_builtin_code = 6, version >= 3.
+    assert b.OperatorCodesLength() - a.OperatorCodesLength() in (0, 1)
+    assert len(added_codes) <= 1
+    for i in range(b.OperatorCodesLength()):
+        cb = b.OperatorCodes(i)
+        if i in added_codes:
+            assert cb.BuiltinCode() == cb.DeprecatedBuiltinCode() == DEQUANTIZE
+            assert cb.Version() >= 3
+        if i < a.OperatorCodesLength():
+            ca = a.OperatorCodes(i)
+            assert op_of(ca) == op_of(cb) and ca.CustomCode() == cb.CustomCode()
+            assert cb.Version() == (max(ca.Version(), 3) if i in added_codes else ca.Version())
+        else:
+            assert i in added_codes, "an operator code was added but is not used"
+
+    # Metadata: same entries, same bytes, except min_runtime_version, raised to >= 1.15.0.
+    assert a.MetadataLength() == b.MetadataLength()
+    for m in range(a.MetadataLength()):
+        ma, mb = a.Metadata(m), b.Metadata(m)
+        assert ma.Name() == mb.Name()
+        da, db = buffer_data(a, ma.Buffer()), buffer_data(b, mb.Buffer())
+        if ma.Name() == b"min_runtime_version" and converted:
+            old = _version(da)
+            new = _version(db)
+            assert new >= old and new >= (1, 15, 0), (old, new)
+            assert len(db) >= 16 and (new == old or db.rstrip(b"\0") == b"1.15.0")
+        else:
+            assert da == db, ma.Name()
+
+    # Alignment: every non-empty buffer's data starts 16-byte aligned.
+    for i in range(b.BuffersLength()):
+        offset = buffer_data_offset(b, i)
+        if offset is not None and buffer_data(b, i):
+            assert offset % 16 == 0, (i, offset)
+    return converted
+
+
+def _version(raw: bytes) -> Tuple[int, ...]:
+    return tuple(int(p) for p in raw.split(b"\0", 1)[0].decode().split("."))
+
+
+def _check_subgraph(a: Any, b: Any, s: int, converted: Set[int], b_ops: List[int]) -> Set[int]:
+    """Check one subgraph; return the operator codes of the added DEQUANTIZE ops."""
+    sa, sb = a.Subgraphs(s), b.Subgraphs(s)
+    assert sa.Name() == sb.Name()
+    assert sa.InputsAsNumpy().tolist() == sb.InputsAsNumpy().tolist()
+    assert sa.OutputsAsNumpy().tolist() == sb.OutputsAsNumpy().tolist()
+    n = sa.TensorsLength()
+    assert sb.TensorsLength() >= n
+    for t in range(n):
+        ta, tb = sa.Tensors(t), sb.Tensors(t)
+        da, db = dump(ta), dump(tb)
+        data_a, data_b = buffer_data(a, ta.Buffer()), buffer_data(b, tb.Buffer())
+        if t in converted:
+            assert tb.Type() == FLOAT16
+            expected = np.clip(np.frombuffer(data_a, "<f4"), -65504, 65504).astype("<f2")
+            assert data_b == expected.tobytes(), f"tensor {t}: float16 data differs"
+            for key in ("Type", "Buffer"):
+                da.pop(key), db.pop(key)
+        else:
+            assert data_a == data_b, f"subgraph {s} tensor {t}: data changed"
+            da.pop("Buffer"), db.pop("Buffer")
+        assert da == db, f"subgraph {s} tensor {t}: fields changed"
+
+    # Operators: drop the added DEQUANTIZE ops; the rest are the originals in order.
+    producer: Dict[int, int] = {}
+    added: Dict[int, int] = {}  # new tensor -> converted tensor it dequantizes
+    added_codes: Set[int] = set()
+    originals = []
+    for o in range(sb.OperatorsLength()):
+        op = sb.Operators(o)
+        outputs = op.OutputsAsNumpy().tolist()
+        if b_ops[op.OpcodeIndex()] == DEQUANTIZE and all(x >= n for x in outputs) and op.InputsAsNumpy().tolist()[0] in converted:
+            (source,) = op.InputsAsNumpy().tolist()
+            (target,) = outputs
+            assert sb.Tensors(target).Type() == FLOAT32
+            assert sb.Tensors(target).ShapeAsNumpy().tolist() == sb.Tensors(source).ShapeAsNumpy().tolist()
+            assert dump(sb.Tensors(target))["ShapeSignature"] == dump(sb.Tensors(source))["ShapeSignature"]
+            assert target not in added
+            added[target] = source
+            added_codes.add(op.OpcodeIndex())
+        else:
+            originals.append(o)
+        for x in outputs:
+            producer[x] = o
+    assert len(originals) == sa.OperatorsLength()
+    consumers_of_half: Dict[int, List[int]] = {}
+    for position, (oa, ob) in enumerate(zip(range(sa.OperatorsLength()), originals)):
+        opa, opb = sa.Operators(oa), sb.Operators(ob)
+        ia, ib = opa.InputsAsNumpy().tolist(), opb.InputsAsNumpy().tolist()
+        assert len(ia) == len(ib)
+        for x, y in zip(ia, ib):
+            if x in converted:
+                assert added.get(y) == x, f"operator {oa} input {x} is not read through its DEQUANTIZE"
+                assert producer[y] < ob, "DEQUANTIZE placed after its consumer"
+            else:
+                assert x == y
+        da, db = dump(opa), dump(opb)
+        da.pop("Inputs"), db.pop("Inputs")
+        assert da == db, f"operator {oa} changed"
+    for o in range(sb.OperatorsLength()):
+        for x in sb.Operators(o).InputsAsNumpy().tolist():
+            if x in converted:
+                consumers_of_half.setdefault(x, []).append(o)
+    for t in converted:
+        readers = consumers_of_half.get(t, [])
+        assert len(readers) == 1 and b_ops[sb.Operators(readers[0]).OpcodeIndex()] == DEQUANTIZE, (
+            f"float16 tensor {t} feeds {readers}, not one DEQUANTIZE"
+        )
+    assert sb.TensorsLength() == n + len(added)
+    return added_codes

@@ -1,0 +1,268 @@
+"""Build small, valid ``.tflite`` files from compact descriptions.
+
+Written directly with the flatbuffers ``Builder`` and the schema's slot
+numbers, independently of tflite_fp16's own writer, so tests can feed the
+rewriter inputs it did not produce itself, including what the rewriter must
+handle but TensorFlow no longer writes (old-format operator codes, fields of a
+newer schema, bytes after the flatbuffer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+import flatbuffers
+import numpy as np
+
+FLOAT32, FLOAT16, INT32, UINT8, INT64, INT8 = 0, 1, 2, 3, 4, 9
+ADD, CONV_2D, DEQUANTIZE, FULLY_CONNECTED, MUL, CUSTOM, GATHER, DENSIFY = 0, 3, 6, 9, 18, 32, 36, 124
+FULLY_CONNECTED_OPTIONS = 8  # BuiltinOptions union member
+ADD_OPTIONS = 11
+
+
+@dataclass
+class Tensor:
+    shape: Sequence[int]
+    type: int = FLOAT32
+    buffer: int = 0
+    name: str = ""
+    is_variable: bool = False
+    shape_signature: Optional[Sequence[int]] = None
+    quantization: Optional[Tuple[Sequence[float], Sequence[int]]] = None  # (scale, zero_point)
+    sparse: bool = False  # a trivial all-dense SparsityParameters
+    extra_slot: Optional[Tuple[int, int]] = None  # (slot, int32 value) of a field no schema defines
+
+
+@dataclass
+class Operator:
+    opcode: int
+    inputs: Sequence[int]
+    outputs: Sequence[int]
+    fused_activation: Optional[int] = None  # writes FullyConnectedOptions when set
+    custom_options: Optional[bytes] = None
+
+
+@dataclass
+class OperatorCode:
+    op: int
+    version: int = 1
+    custom_code: Optional[str] = None
+    old_format: bool = False  # only deprecated_builtin_code, as before schema 3a
+
+
+@dataclass
+class Subgraph:
+    tensors: List[Tensor]
+    operators: List[Operator]
+    inputs: Sequence[int] = ()
+    outputs: Sequence[int] = ()
+    name: str = ""
+
+
+@dataclass
+class Signature:
+    key: str
+    subgraph: int
+    inputs: Sequence[Tuple[str, int]] = ()
+    outputs: Sequence[Tuple[str, int]] = ()
+
+
+@dataclass
+class Model:
+    operator_codes: List[OperatorCode]
+    subgraphs: List[Subgraph]
+    buffers: List[Optional[bytes]]  # None: a Buffer with no data
+    metadata: Sequence[Tuple[str, int]] = ()
+    signatures: Sequence[Signature] = ()
+    description: str = "tflite_builder"
+    trailing: bytes = b""
+    model_extra_slot: Optional[Tuple[int, int]] = None
+
+
+def _int_vector(builder: flatbuffers.Builder, values: Sequence[int], dtype: str = "<i4") -> int:
+    return builder.CreateNumpyVector(np.asarray(list(values), dtype=dtype))
+
+
+def _table_vector(builder: flatbuffers.Builder, offsets: Sequence[int]) -> int:
+    builder.StartVector(4, len(offsets), 4)
+    for offset in reversed(offsets):
+        builder.PrependUOffsetTRelative(offset)
+    return builder.EndVector()
+
+
+def _tensor(builder: flatbuffers.Builder, tensor: Tensor) -> int:
+    shape = _int_vector(builder, tensor.shape)
+    signature = _int_vector(builder, tensor.shape_signature) if tensor.shape_signature is not None else None
+    name = builder.CreateString(tensor.name)
+    quantization = None
+    if tensor.quantization is not None:
+        scale = builder.CreateNumpyVector(np.asarray(tensor.quantization[0], "<f4"))
+        zero_point = _int_vector(builder, tensor.quantization[1], "<i8")
+        builder.StartObject(7)
+        builder.PrependUOffsetTRelativeSlot(2, scale, 0)
+        builder.PrependUOffsetTRelativeSlot(3, zero_point, 0)
+        quantization = builder.EndObject()
+    sparsity = None
+    if tensor.sparse:
+        dims = []
+        for size in tensor.shape:
+            builder.StartObject(6)
+            builder.PrependInt8Slot(0, 0, 0)  # DENSE
+            builder.PrependInt32Slot(1, size, 0)
+            dims.append(builder.EndObject())
+        order = _int_vector(builder, range(len(tensor.shape)))
+        dim_metadata = _table_vector(builder, dims)
+        builder.StartObject(3)
+        builder.PrependUOffsetTRelativeSlot(0, order, 0)
+        builder.PrependUOffsetTRelativeSlot(2, dim_metadata, 0)
+        sparsity = builder.EndObject()
+    builder.StartObject(11 if tensor.extra_slot else 10)
+    builder.PrependUOffsetTRelativeSlot(0, shape, 0)
+    builder.PrependInt8Slot(1, tensor.type, 0)
+    builder.PrependUint32Slot(2, tensor.buffer, 0)
+    builder.PrependUOffsetTRelativeSlot(3, name, 0)
+    if quantization is not None:
+        builder.PrependUOffsetTRelativeSlot(4, quantization, 0)
+    builder.PrependBoolSlot(5, tensor.is_variable, False)
+    if sparsity is not None:
+        builder.PrependUOffsetTRelativeSlot(6, sparsity, 0)
+    if signature is not None:
+        builder.PrependUOffsetTRelativeSlot(7, signature, 0)
+    if tensor.extra_slot:
+        builder.PrependInt32Slot(tensor.extra_slot[0], tensor.extra_slot[1], 0)
+    return builder.EndObject()
+
+
+def _operator(builder: flatbuffers.Builder, op: Operator) -> int:
+    inputs = _int_vector(builder, op.inputs)
+    outputs = _int_vector(builder, op.outputs)
+    options = None
+    if op.fused_activation is not None:
+        builder.StartObject(5)
+        builder.PrependInt8Slot(0, op.fused_activation, 0)
+        builder.PrependBoolSlot(2, True, False)  # keep_num_dims
+        options = builder.EndObject()
+    custom = builder.CreateByteVector(op.custom_options) if op.custom_options is not None else None
+    builder.StartObject(14)
+    builder.PrependUint32Slot(0, op.opcode, 0)
+    builder.PrependUOffsetTRelativeSlot(1, inputs, 0)
+    builder.PrependUOffsetTRelativeSlot(2, outputs, 0)
+    if options is not None:
+        builder.PrependUint8Slot(3, FULLY_CONNECTED_OPTIONS, 0)
+        builder.PrependUOffsetTRelativeSlot(4, options, 0)
+    if custom is not None:
+        builder.PrependUOffsetTRelativeSlot(5, custom, 0)
+    return builder.EndObject()
+
+
+def _operator_code(builder: flatbuffers.Builder, code: OperatorCode) -> int:
+    custom = builder.CreateString(code.custom_code) if code.custom_code is not None else None
+    builder.StartObject(3 if code.old_format else 4)
+    builder.PrependInt8Slot(0, min(code.op, 127), 0)
+    if custom is not None:
+        builder.PrependUOffsetTRelativeSlot(1, custom, 0)
+    builder.PrependInt32Slot(2, code.version, 1)
+    if not code.old_format:
+        builder.PrependInt32Slot(3, code.op, 0)
+    return builder.EndObject()
+
+
+def build(model: Model) -> bytes:
+    """The ``.tflite`` bytes of ``model`` (buffer data inside the flatbuffer, as TensorFlow writes it)."""
+    builder = flatbuffers.Builder(1024)
+    buffer_offsets = []
+    for data in model.buffers:
+        vector = builder.CreateByteVector(data) if data is not None else None
+        builder.StartObject(3)
+        if vector is not None:
+            builder.PrependUOffsetTRelativeSlot(0, vector, 0)
+        buffer_offsets.append(builder.EndObject())
+    buffers = _table_vector(builder, buffer_offsets)
+    subgraph_offsets = []
+    for subgraph in model.subgraphs:
+        tensors = _table_vector(builder, [_tensor(builder, t) for t in subgraph.tensors])
+        operators = _table_vector(builder, [_operator(builder, op) for op in subgraph.operators])
+        inputs = _int_vector(builder, subgraph.inputs)
+        outputs = _int_vector(builder, subgraph.outputs)
+        name = builder.CreateString(subgraph.name)
+        builder.StartObject(6)
+        builder.PrependUOffsetTRelativeSlot(0, tensors, 0)
+        builder.PrependUOffsetTRelativeSlot(1, inputs, 0)
+        builder.PrependUOffsetTRelativeSlot(2, outputs, 0)
+        builder.PrependUOffsetTRelativeSlot(3, operators, 0)
+        builder.PrependUOffsetTRelativeSlot(4, name, 0)
+        subgraph_offsets.append(builder.EndObject())
+    subgraphs = _table_vector(builder, subgraph_offsets)
+    codes = _table_vector(builder, [_operator_code(builder, c) for c in model.operator_codes])
+    metadata_offsets = []
+    for name, buffer in model.metadata:
+        name_offset = builder.CreateString(name)
+        builder.StartObject(2)
+        builder.PrependUOffsetTRelativeSlot(0, name_offset, 0)
+        builder.PrependUint32Slot(1, buffer, 0)
+        metadata_offsets.append(builder.EndObject())
+    metadata = _table_vector(builder, metadata_offsets) if model.metadata else None
+    signature_offsets = []
+    for signature in model.signatures:
+        maps = []
+        for entries in (signature.inputs, signature.outputs):
+            items = []
+            for name, index in entries:
+                name_offset = builder.CreateString(name)
+                builder.StartObject(2)
+                builder.PrependUOffsetTRelativeSlot(0, name_offset, 0)
+                builder.PrependUint32Slot(1, index, 0)
+                items.append(builder.EndObject())
+            maps.append(_table_vector(builder, items))
+        key = builder.CreateString(signature.key)
+        builder.StartObject(5)
+        builder.PrependUOffsetTRelativeSlot(0, maps[0], 0)
+        builder.PrependUOffsetTRelativeSlot(1, maps[1], 0)
+        builder.PrependUOffsetTRelativeSlot(2, key, 0)
+        builder.PrependUint32Slot(4, signature.subgraph, 0)
+        signature_offsets.append(builder.EndObject())
+    signatures = _table_vector(builder, signature_offsets) if model.signatures else None
+    description = builder.CreateString(model.description)
+    builder.StartObject(9 if model.model_extra_slot else 8)
+    builder.PrependUint32Slot(0, 3, 0)
+    builder.PrependUOffsetTRelativeSlot(1, codes, 0)
+    builder.PrependUOffsetTRelativeSlot(2, subgraphs, 0)
+    builder.PrependUOffsetTRelativeSlot(3, description, 0)
+    builder.PrependUOffsetTRelativeSlot(4, buffers, 0)
+    if metadata is not None:
+        builder.PrependUOffsetTRelativeSlot(6, metadata, 0)
+    if signatures is not None:
+        builder.PrependUOffsetTRelativeSlot(7, signatures, 0)
+    if model.model_extra_slot:
+        builder.PrependInt32Slot(model.model_extra_slot[0], model.model_extra_slot[1], 0)
+    builder.Finish(builder.EndObject(), file_identifier=b"TFL3")
+    return bytes(builder.Output()) + model.trailing
+
+
+def float_bytes(values: Sequence[float]) -> bytes:
+    return np.asarray(values, "<f4").tobytes()
+
+
+def version_bytes(version: str) -> bytes:
+    """A min_runtime_version metadata buffer: the string zero-padded to 16 bytes."""
+    return version.encode("ascii").ljust(16, b"\0")
+
+
+def add_model(weights: Sequence[float] = (1.5, -2.0, 3.25, 0.5)) -> Model:
+    """A runnable model: output = input + constant (4 floats), with min_runtime_version."""
+    return Model(
+        operator_codes=[OperatorCode(ADD)],
+        subgraphs=[
+            Subgraph(
+                tensors=[Tensor([4], name="x", buffer=1), Tensor([4], name="w", buffer=2), Tensor([4], name="y", buffer=3)],
+                operators=[Operator(0, [0, 1], [2])],
+                inputs=[0],
+                outputs=[2],
+                name="main",
+            )
+        ],
+        buffers=[None, None, float_bytes(weights), None, version_bytes("1.5.0")],
+        metadata=[("min_runtime_version", 4)],
+        signatures=[Signature("serving_default", 0, [("x", 0)], [("y", 2)])],
+    )

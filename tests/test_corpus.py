@@ -1,0 +1,113 @@
+"""Real models made by TensorFlow 2.21 (tests/data, from the shared corpus):
+converted, compared with TensorFlow's own float16 file, run in LiteRT."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Counter, Tuple
+
+import numpy as np
+import pytest
+import tflite
+
+import oracle
+import runtime
+from tflite_fp16 import rewrite
+
+DATA = Path(__file__).resolve().parent / "data"
+FP32_MODELS = sorted(p.name.split(".")[0] for p in DATA.glob("*.fp32.tflite"))
+INT8_MODELS = sorted(p.name.split(".")[0] for p in DATA.glob("*.int8.tflite"))
+
+
+def test_corpus_is_present() -> None:
+    assert len(FP32_MODELS) >= 12 and len(INT8_MODELS) == 2
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("converted")
+    for name in FP32_MODELS:
+        rewrite(DATA / f"{name}.fp32.tflite", out / f"{name}.tflite")
+    return out
+
+
+def float16_constants(path: Path) -> Counter[Tuple[int, Tuple[int, ...], bytes]]:
+    model = tflite.Model.GetRootAs(path.read_bytes(), 0)
+    found: Counter[Tuple[int, Tuple[int, ...], bytes]] = collections.Counter()
+    for s in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(s)
+        for t in range(subgraph.TensorsLength()):
+            tensor = subgraph.Tensors(t)
+            if tensor.Type() == oracle.FLOAT16:
+                shape = tuple(tensor.ShapeAsNumpy().tolist()) if not tensor.ShapeIsNone() else ()
+                found[(s, shape, oracle.buffer_data(model, tensor.Buffer()))] += 1
+    return found
+
+
+@pytest.mark.parametrize("name", FP32_MODELS)
+def test_structure_follows_the_rule(name: str, converted: Path) -> None:
+    before = (DATA / f"{name}.fp32.tflite").read_bytes()
+    after = (converted / f"{name}.tflite").read_bytes()
+    assert oracle.check_rewrite(before, after)
+
+
+@pytest.mark.parametrize("name", FP32_MODELS)
+def test_float16_data_is_bit_identical_to_tensorflow(name: str, converted: Path) -> None:
+    ours = float16_constants(converted / f"{name}.tflite")
+    theirs = float16_constants(DATA / f"{name}.tf_fp16.tflite")
+    assert ours, "nothing was converted"
+    # Same tensors (TensorFlow renames constants, so match by subgraph, shape and bytes).
+    assert not ours - theirs, "float16 data that TensorFlow's file does not have"
+    # TensorFlow's only extra float16 constants are the all-zero initial states it
+    # adds for fused LSTM variable inputs (corpus README); those are not required.
+    extra = theirs - ours
+    assert all(not any(data) for (_, _, data) in extra), extra
+
+
+@pytest.mark.parametrize("resolver", sorted(runtime.RESOLVERS))
+@pytest.mark.parametrize("name", FP32_MODELS)
+def test_runs_as_close_to_float32_as_tensorflow(name: str, resolver: str, converted: Path) -> None:
+    reference = runtime.run(DATA / f"{name}.fp32.tflite", resolver)
+    tensorflow_error = runtime.max_abs_error(reference, runtime.run(DATA / f"{name}.tf_fp16.tflite", resolver))
+    ours = runtime.run(converted / f"{name}.tflite", resolver)
+    error = runtime.max_abs_error(reference, ours)
+    assert all(np.isfinite(v).all() for v in ours.values()) or name == "fp16_range"
+    assert error <= 3 * tensorflow_error + 1e-7, (error, tensorflow_error)
+
+
+@pytest.mark.parametrize("name", FP32_MODELS)
+def test_tensorflow_float16_output_comes_out_unchanged(name: str, tmp_path: Path) -> None:
+    source = DATA / f"{name}.tf_fp16.tflite"
+    report = rewrite(source, tmp_path / "again.tflite")
+    assert report.tensors_converted == 0
+    oracle.check_rewrite(source.read_bytes(), (tmp_path / "again.tflite").read_bytes())
+    before, after = runtime.run(source), runtime.run(tmp_path / "again.tflite")
+    assert before.keys() == after.keys()
+    for key in before:
+        np.testing.assert_array_equal(before[key], after[key])
+
+
+def test_full_integer_model_comes_out_unchanged(tmp_path: Path) -> None:
+    source = DATA / "int8_full.int8.tflite"
+    report = rewrite(source, tmp_path / "out.tflite")
+    assert report.tensors_converted == 0
+    oracle.check_rewrite(source.read_bytes(), (tmp_path / "out.tflite").read_bytes())
+    before, after = runtime.run(source), runtime.run(tmp_path / "out.tflite")
+    for key in before:
+        np.testing.assert_array_equal(before[key], after[key])
+
+
+def test_dynamic_range_model_keeps_hybrid_inputs_float32(tmp_path: Path) -> None:
+    source = DATA / "int8_dynrange.int8.tflite"
+    report = rewrite(source, tmp_path / "out.tflite")
+    # Biases of the hybrid CONV_2D / FULLY_CONNECTED stay float32; only the float
+    # depthwise kernel and its bias (read by a float DEPTHWISE_CONV_2D) convert.
+    assert report.tensors_converted == 2
+    assert sum("hybrid" in s.reason for s in report.plan.skipped) == 3
+    oracle.check_rewrite(source.read_bytes(), (tmp_path / "out.tflite").read_bytes())
+    for resolver in runtime.RESOLVERS:
+        before = runtime.run(source, resolver)
+        after = runtime.run(tmp_path / "out.tflite", resolver)
+        for key in before:
+            np.testing.assert_allclose(after[key], before[key], rtol=1e-2, atol=1e-3)

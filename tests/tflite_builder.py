@@ -31,6 +31,7 @@ class Tensor:
     shape_signature: Optional[Sequence[int]] = None
     quantization: Optional[Tuple[Sequence[float], Sequence[int]]] = None  # (scale, zero_point)
     sparse: bool = False  # a trivial all-dense SparsityParameters
+    csr: Optional[Tuple[Sequence[int], Sequence[int]]] = None  # 2-D CSR: (row segments, column indices)
     extra_slot: Optional[Tuple[int, int]] = None  # (slot, int32 value) of a field no schema defines
 
 
@@ -91,6 +92,25 @@ def _table_vector(builder: flatbuffers.Builder, offsets: Sequence[int]) -> int:
     return builder.EndVector()
 
 
+def _int32_vector_table(builder: flatbuffers.Builder, values: Sequence[int]) -> int:
+    vector = _int_vector(builder, values)
+    builder.StartObject(1)
+    builder.PrependUOffsetTRelativeSlot(0, vector, 0)
+    return builder.EndObject()
+
+
+def csr(matrix: np.ndarray) -> Tuple[bytes, Tuple[List[int], List[int]]]:
+    """The non-zero values of a 2-D float32 matrix and its CSR (segments, indices)."""
+    segments, indices, values = [0], [], []
+    for row in matrix:
+        for column, value in enumerate(row):
+            if value != 0:
+                indices.append(column)
+                values.append(value)
+        segments.append(len(indices))
+    return float_bytes(values), (segments, indices)
+
+
 def _tensor(builder: flatbuffers.Builder, tensor: Tensor) -> int:
     shape = _int_vector(builder, tensor.shape)
     signature = _int_vector(builder, tensor.shape_signature) if tensor.shape_signature is not None else None
@@ -104,6 +124,25 @@ def _tensor(builder: flatbuffers.Builder, tensor: Tensor) -> int:
         builder.PrependUOffsetTRelativeSlot(3, zero_point, 0)
         quantization = builder.EndObject()
     sparsity = None
+    if tensor.csr is not None:
+        segments, indices = (_int32_vector_table(builder, v) for v in tensor.csr)
+        builder.StartObject(6)
+        builder.PrependInt8Slot(0, 0, 0)  # DENSE rows
+        builder.PrependInt32Slot(1, tensor.shape[0], 0)
+        rows = builder.EndObject()
+        builder.StartObject(6)
+        builder.PrependInt8Slot(0, 1, 0)  # SPARSE_CSR columns
+        builder.PrependUint8Slot(2, 1, 0)  # array_segments: Int32Vector
+        builder.PrependUOffsetTRelativeSlot(3, segments, 0)
+        builder.PrependUint8Slot(4, 1, 0)  # array_indices: Int32Vector
+        builder.PrependUOffsetTRelativeSlot(5, indices, 0)
+        columns = builder.EndObject()
+        order = _int_vector(builder, [0, 1])
+        dim_metadata = _table_vector(builder, [rows, columns])
+        builder.StartObject(3)
+        builder.PrependUOffsetTRelativeSlot(0, order, 0)
+        builder.PrependUOffsetTRelativeSlot(2, dim_metadata, 0)
+        sparsity = builder.EndObject()
     if tensor.sparse:
         dims = []
         for size in tensor.shape:

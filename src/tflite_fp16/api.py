@@ -36,9 +36,12 @@ class Report:
 
     def summary(self) -> str:
         """One line: tensors converted and size before -> after."""
-        line = f"{self.tensors_converted} tensors converted to float16"
         if self.output_bytes is None:
-            line += f" (dry run, nothing written); {self.input_bytes:,} bytes in"
+            line = f"{self.tensors_converted} tensors would be converted to float16 (dry run, nothing written)"
+        else:
+            line = f"{self.tensors_converted} tensors converted to float16"
+        if self.output_bytes is None:
+            line += f"; input {self.input_bytes:,} bytes"
         else:
             line += f"; {self.input_bytes:,} -> {self.output_bytes:,} bytes"
             if self.input_bytes:

@@ -263,6 +263,6 @@ def _skip_reason(t, tensor, consumers, produced, inputs, outputs, operators, ops
             return f"read by {op_label(o)}, whose kernel may need a constant input"
         if is_hybrid(o):
             return f"read by hybrid {op_label(o)}, whose weights are already quantized"
-        if tensor.has("sparsity") and code != DENSIFY:
-            return f"sparse, and read by {op_label(o)} rather than DENSIFY"
+        if tensor.has("sparsity") and (code != DENSIFY or len(operators[o].ints("outputs")) != 1):
+            return f"sparse, and read by {op_label(o)} rather than a DENSIFY with one output"
     return None

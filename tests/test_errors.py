@@ -112,6 +112,20 @@ def test_unknown_field_with_default_value_is_not_present(tmp_path: Path) -> None
     assert rewrite(source, tmp_path / "out.tflite").tensors_converted == 1
 
 
+def test_unknown_union_member_is_refused(tmp_path: Path) -> None:
+    model = tb.add_model()
+    model.subgraphs[0].operators[0].fused_activation = 0
+    model.subgraphs[0].operators[0].options_type = 250  # no BuiltinOptions member has this value
+    expect_failure(tmp_path, tb.build(model), UnsupportedModelError, r"union type 250")
+
+
+def test_buffer_data_outside_the_flatbuffer_is_refused_for_now(tmp_path: Path) -> None:
+    model = tb.add_model()
+    model.buffers[2] = None
+    model.external_buffers = {2: (4096, 16)}
+    expect_failure(tmp_path, tb.build(model), UnsupportedModelError, "outside the flatbuffer")
+
+
 def test_directory_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InvalidModelError, match="no such file"):
         rewrite(tmp_path / "missing.tflite", tmp_path / "out.tflite")

@@ -10,7 +10,7 @@ newer schema, bytes after the flatbuffer).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import flatbuffers
 import numpy as np
@@ -42,6 +42,7 @@ class Operator:
     outputs: Sequence[int]
     fused_activation: Optional[int] = None  # writes FullyConnectedOptions when set
     custom_options: Optional[bytes] = None
+    options_type: int = FULLY_CONNECTED_OPTIONS  # the union type written with fused_activation
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Model:
     description: str = "tflite_builder"
     trailing: bytes = b""
     model_extra_slot: Optional[Tuple[int, int]] = None
+    external_buffers: Dict[int, Tuple[int, int]] = field(default_factory=dict)  # index -> (Buffer.offset, Buffer.size)
 
 
 def _int_vector(builder: flatbuffers.Builder, values: Sequence[int], dtype: str = "<i4") -> int:
@@ -188,7 +190,7 @@ def _operator(builder: flatbuffers.Builder, op: Operator) -> int:
     builder.PrependUOffsetTRelativeSlot(1, inputs, 0)
     builder.PrependUOffsetTRelativeSlot(2, outputs, 0)
     if options is not None:
-        builder.PrependUint8Slot(3, FULLY_CONNECTED_OPTIONS, 0)
+        builder.PrependUint8Slot(3, op.options_type, 0)
         builder.PrependUOffsetTRelativeSlot(4, options, 0)
     if custom is not None:
         builder.PrependUOffsetTRelativeSlot(5, custom, 0)
@@ -211,11 +213,14 @@ def build(model: Model) -> bytes:
     """The ``.tflite`` bytes of ``model`` (buffer data inside the flatbuffer, as TensorFlow writes it)."""
     builder = flatbuffers.Builder(1024)
     buffer_offsets = []
-    for data in model.buffers:
+    for index, data in enumerate(model.buffers):
         vector = builder.CreateByteVector(data) if data is not None else None
         builder.StartObject(3)
         if vector is not None:
             builder.PrependUOffsetTRelativeSlot(0, vector, 0)
+        if index in model.external_buffers:
+            builder.PrependUint64Slot(1, model.external_buffers[index][0], 0)
+            builder.PrependUint64Slot(2, model.external_buffers[index][1], 0)
         buffer_offsets.append(builder.EndObject())
     buffers = _table_vector(builder, buffer_offsets)
     subgraph_offsets = []

@@ -8,7 +8,7 @@ The input model is never changed.
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Set, Tuple
 
 import numpy as np
 
@@ -81,7 +81,7 @@ def apply_plan(model: TFLiteModel, plan: Plan, float16_data: Mapping[int, np.nda
 
 
 def _rewrite_subgraph(
-    subgraph: Table, converted: Dict[int, int], sparse: set, dequantize_code: int, empty_buffer: int
+    subgraph: Table, converted: Dict[int, int], sparse: Set[int], dequantize_code: int, empty_buffer: int
 ) -> Table:
     tensors = list(subgraph.tables("tensors"))
     for t, buffer in converted.items():

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .errors import InvalidModelError
-from .model import BUILTIN_OPS, DENSIFY, DEQUANTIZE, FLOAT32, TENSOR_TYPES, TFLiteModel, op_of
+from .model import BUILTIN_OPS, DENSIFY, DEQUANTIZE, FLOAT32, TENSOR_TYPES, Table, TFLiteModel, op_of
 
 __all__ = ["TensorRef", "BufferConversion", "SkippedTensor", "Plan", "make_plan", "DEQUANTIZE_MIN_VERSION", "MIN_RUNTIME_VERSION"]
 
@@ -139,6 +139,70 @@ def read_min_runtime_version(model: TFLiteModel) -> Optional[Tuple[int, str]]:
     return None
 
 
+class _Subgraph:
+    """Who reads and who writes each tensor of one subgraph."""
+
+    def __init__(self, model: TFLiteModel, index: int, ops_of_codes: List[int]) -> None:
+        self.model = model
+        self.index = index
+        subgraph = model.subgraphs[index]
+        self.tensors = subgraph.tables("tensors")
+        self.operators = subgraph.tables("operators")
+        self.codes = model.operator_codes
+        self.ops = [ops_of_codes[op.get("opcode_index")] for op in self.operators]
+        self.readers: Dict[int, List[int]] = defaultdict(list)
+        self.writer: Dict[int, int] = {}
+        for o, op in enumerate(self.operators):
+            for i in sorted(set(op.ints("inputs"))):
+                if i >= 0:
+                    self.readers[i].append(o)
+            for i in op.ints("outputs"):
+                self.writer.setdefault(i, o)
+        self.inputs = set(subgraph.ints("inputs"))
+        self.outputs = set(subgraph.ints("outputs"))
+
+    def label(self, o: int) -> str:
+        if self.ops[o] == BUILTIN_OPS["CUSTOM"]:
+            custom = self.codes[self.operators[o].get("opcode_index")].get("custom_code") or b""
+            return f"operator {o} (custom '{_name(custom)}')"
+        return f"operator {o} ({_OP_NAMES.get(self.ops[o], self.ops[o])})"
+
+    def is_hybrid(self, o: int) -> bool:
+        """Float in, float out, with a constant int8 weight: a dynamic-range kernel."""
+        if self.ops[o] == DEQUANTIZE:
+            return False
+        op = self.operators[o]
+        quantized_weight = any(
+            i >= 0
+            and self.tensors[i].get("type") in _QUANTIZED_WEIGHT_TYPES
+            and self.model.buffer_data(self.tensors[i].get("buffer")).size > 0
+            for i in op.ints("inputs")
+        )
+        return quantized_weight and any(i >= 0 and self.tensors[i].get("type") == FLOAT32 for i in op.ints("outputs"))
+
+    def skip_reason(self, t: int) -> Optional[str]:
+        """Why FLOAT32 constant ``t`` must stay FLOAT32, or None to convert it."""
+        tensor = self.tensors[t]
+        if t in self.outputs:
+            return "subgraph output (its type is part of the subgraph's interface)"
+        if t in self.inputs:
+            return "subgraph input (its type is part of the subgraph's interface)"
+        if tensor.get("is_variable"):
+            return "variable tensor (is_variable): the interpreter writes it"
+        if t in self.writer:
+            return f"written by {self.label(self.writer[t])}"
+        if not self.readers.get(t):
+            return "not read by any operator"
+        for o in self.readers[t]:
+            if self.ops[o] == BUILTIN_OPS["CUSTOM"]:
+                return f"read by {self.label(o)}, whose kernel may need a constant input"
+            if self.is_hybrid(o):
+                return f"read by hybrid {self.label(o)}, whose weights are already quantized"
+            if tensor.has("sparsity") and (self.ops[o] != DENSIFY or len(self.operators[o].ints("outputs")) != 1):
+                return f"sparse, and read by {self.label(o)} rather than a DENSIFY with one output"
+        return None
+
+
 def make_plan(model: TFLiteModel) -> Plan:
     """The plan for ``model``; does not change it.
 
@@ -147,89 +211,48 @@ def make_plan(model: TFLiteModel) -> Plan:
     """
     codes = model.operator_codes
     ops_of_codes = [op_of(code) for code in codes]
-    buffers = model.buffers
     converted_by_buffer: Dict[int, List[TensorRef]] = defaultdict(list)
-    readers_of_buffer: Dict[int, List[str]] = defaultdict(list)  # everything that reads a buffer
+    kept_readers: Dict[int, List[str]] = defaultdict(list)  # what reads a buffer's bytes as they are
     skipped: List[SkippedTensor] = []
     sparse: List[TensorRef] = []
 
-    for m, entry in enumerate(model.root.tables("metadata")):
-        readers_of_buffer[entry.get("buffer")].append(f"metadata '{_name(entry.get('name'))}'")
+    for entry in model.root.tables("metadata"):
+        kept_readers[entry.get("buffer")].append(f"metadata '{_name(entry.get('name'))}'")
     for index in model.root.ints("metadata_buffer"):
-        readers_of_buffer[index].append("Model.metadata_buffer")
+        kept_readers[index].append("Model.metadata_buffer")
 
-    for s, subgraph in enumerate(model.subgraphs):
-        tensors = subgraph.tables("tensors")
-        operators = subgraph.tables("operators")
-        consumers: Dict[int, List[int]] = defaultdict(list)
-        produced: Dict[int, int] = {}
-        for o, op in enumerate(operators):
-            for i in set(op.ints("inputs")):
-                if i >= 0:
-                    consumers[i].append(o)
-            for i in op.ints("outputs"):
-                produced.setdefault(i, o)
-        inputs = set(subgraph.ints("inputs"))
-        outputs = set(subgraph.ints("outputs"))
-
-        def op_label(o: int) -> str:
-            code = ops_of_codes[operators[o].get("opcode_index")]
-            if code == BUILTIN_OPS["CUSTOM"]:
-                custom = codes[operators[o].get("opcode_index")].get("custom_code") or b""
-                return f"operator {o} (custom '{_name(custom)}')"
-            return f"operator {o} ({_OP_NAMES.get(code, code)})"
-
-        def is_hybrid(o: int) -> bool:
-            op = operators[o]
-            if ops_of_codes[op.get("opcode_index")] == DEQUANTIZE:
-                return False
-            quantized_weight = any(
-                i >= 0
-                and tensors[i].get("type") in _QUANTIZED_WEIGHT_TYPES
-                and model.buffer_data(tensors[i].get("buffer")).size > 0
-                for i in op.ints("inputs")
-            )
-            float_output = any(i >= 0 and tensors[i].get("type") == FLOAT32 for i in op.ints("outputs"))
-            return quantized_weight and float_output
-
-        for t, tensor in enumerate(tensors):
+    for s in range(len(model.subgraphs)):
+        subgraph = _Subgraph(model, s, ops_of_codes)
+        for t, tensor in enumerate(subgraph.tensors):
             b = tensor.get("buffer")
             data = model.buffer_data(b)
-            ref = TensorRef(s, t, _name(tensor.get("name")))
             if data.size == 0:
                 continue
+            ref = TensorRef(s, t, _name(tensor.get("name")))
             if tensor.get("type") != FLOAT32:
-                readers_of_buffer[b].append(f"{_TYPE_NAMES.get(tensor.get('type'), 'type ' + str(tensor.get('type')))} tensor {t} of subgraph {s}")
+                type_name = _TYPE_NAMES.get(tensor.get("type"), f"type {tensor.get('type')}")
+                kept_readers[b].append(f"{type_name} tensor {t} of subgraph {s}")
                 continue
-            reason = _skip_reason(t, tensor, consumers, produced, inputs, outputs, operators, ops_of_codes, op_label, is_hybrid)
-            is_sparse = tensor.has("sparsity")
-            if reason is None:
-                shape = tensor.ints("shape")
-                expected = 4 * int(np.prod(shape, dtype=np.int64)) if not is_sparse else None
-                if (expected is not None and data.size != expected) or data.size % 4:
-                    raise InvalidModelError(
-                        f"subgraph {s} tensor {t} '{ref.name}' is FLOAT32 of shape {shape} but its buffer {b} "
-                        f"holds {data.size} bytes" + (f" (expected {expected})" if expected is not None else "")
-                    )
-                converted_by_buffer[b].append(ref)
-                if is_sparse:
-                    sparse.append(ref)
-            else:
+            reason = subgraph.skip_reason(t)
+            if reason is not None:
                 skipped.append(SkippedTensor(ref, b, reason))
-                readers_of_buffer[b].append(f"float32 tensor {t} of subgraph {s}")
+                kept_readers[b].append(f"float32 tensor {t} of subgraph {s}")
+                continue
+            _check_size(ref, tensor, b, data.size)
+            converted_by_buffer[b].append(ref)
+            if tensor.has("sparsity"):
+                sparse.append(ref)
 
-    conversions = []
-    for b in sorted(converted_by_buffer):
-        kept_by = tuple(readers_of_buffer.get(b, ()))
-        conversions.append(
-            BufferConversion(
-                buffer=b,
-                tensors=tuple(converted_by_buffer[b]),
-                elements=model.buffer_data(b).size // 4,
-                new_buffer=bool(kept_by),
-                kept_by=kept_by,
-            )
+    conversions = tuple(
+        BufferConversion(
+            buffer=b,
+            tensors=tuple(converted_by_buffer[b]),
+            elements=model.buffer_data(b).size // 4,
+            new_buffer=bool(kept_readers.get(b)),
+            kept_by=tuple(kept_readers.get(b, ())),
         )
+        for b in sorted(converted_by_buffer)
+    )
 
     dequantize_opcode = None
     min_runtime = None
@@ -242,27 +265,15 @@ def make_plan(model: TFLiteModel) -> Plan:
             current = _version_tuple(found[1])
             if current is not None and current < _version_tuple(MIN_RUNTIME_VERSION):  # type: ignore[operator]
                 min_runtime = (found[1], MIN_RUNTIME_VERSION)
-    return Plan(tuple(conversions), tuple(skipped), dequantize_opcode, min_runtime, tuple(sparse))
+    return Plan(conversions, tuple(skipped), dequantize_opcode, min_runtime, tuple(sparse))
 
 
-def _skip_reason(t, tensor, consumers, produced, inputs, outputs, operators, ops_of_codes, op_label, is_hybrid) -> Optional[str]:  # type: ignore[no-untyped-def]
-    if t in outputs:
-        return "subgraph output (its type is part of the subgraph's interface)"
-    if t in inputs:
-        return "subgraph input (its type is part of the subgraph's interface)"
-    if tensor.get("is_variable"):
-        return "variable tensor (is_variable): the interpreter writes it"
-    if t in produced:
-        return f"written by {op_label(produced[t])}"
-    readers = consumers.get(t, [])
-    if not readers:
-        return "not read by any operator"
-    for o in readers:
-        code = ops_of_codes[operators[o].get("opcode_index")]
-        if code == BUILTIN_OPS["CUSTOM"]:
-            return f"read by {op_label(o)}, whose kernel may need a constant input"
-        if is_hybrid(o):
-            return f"read by hybrid {op_label(o)}, whose weights are already quantized"
-        if tensor.has("sparsity") and (code != DENSIFY or len(operators[o].ints("outputs")) != 1):
-            return f"sparse, and read by {op_label(o)} rather than a DENSIFY with one output"
-    return None
+def _check_size(ref: TensorRef, tensor: Table, buffer: int, size: int) -> None:
+    """FLOAT32 data must fill the tensor's shape (sparse data: whole float32 values)."""
+    shape = tensor.ints("shape")
+    expected = None if tensor.has("sparsity") else 4 * int(np.prod(shape, dtype=np.int64))
+    if (expected is not None and size != expected) or size % 4:
+        raise InvalidModelError(
+            f"subgraph {ref.subgraph} tensor {ref.tensor} '{ref.name}' is FLOAT32 of shape {shape} but its buffer "
+            f"{buffer} holds {size} bytes" + (f" (expected {expected})" if expected is not None else "")
+        )

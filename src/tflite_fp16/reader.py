@@ -13,7 +13,7 @@ import mmap
 import os
 import struct
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Union
+from typing import Any, Dict, Iterator, List, Sequence, Union
 
 import numpy as np
 
@@ -188,21 +188,15 @@ def _check_model(model: TFLiteModel) -> None:
                 raise InvalidModelError(
                     f"subgraph {s} tensor {t} refers to buffer {tensor.get('buffer')}, but the model has {n_buffers} buffers"
                 )
-
-        def check_tensor_list(values: List[int], what: str, optional: bool) -> None:
-            for value in values:
-                if not (0 <= value < n_tensors or (optional and value == -1)):
-                    raise InvalidModelError(f"{what} refers to tensor {value}, but subgraph {s} has {n_tensors} tensors")
-
-        check_tensor_list(subgraph.ints("inputs"), f"subgraph {s} inputs", False)
-        check_tensor_list(subgraph.ints("outputs"), f"subgraph {s} outputs", False)
+        _check_tensor_indices(subgraph.ints("inputs"), n_tensors, f"subgraph {s} inputs", s, optional=False)
+        _check_tensor_indices(subgraph.ints("outputs"), n_tensors, f"subgraph {s} outputs", s, optional=False)
         for o, operator in enumerate(subgraph.tables("operators")):
             if operator.get("opcode_index") >= n_codes:
                 raise InvalidModelError(
                     f"subgraph {s} operator {o} uses operator code {operator.get('opcode_index')}, but the model has {n_codes}"
                 )
             for name in ("inputs", "outputs", "intermediates"):
-                check_tensor_list(operator.ints(name), f"subgraph {s} operator {o} {name}", True)
+                _check_tensor_indices(operator.ints(name), n_tensors, f"subgraph {s} operator {o} {name}", s, optional=True)
             if operator.get("large_custom_options_size") > 0:
                 raise UnsupportedModelError(
                     f"subgraph {s} operator {o} keeps its custom options outside the flatbuffer "
@@ -219,6 +213,12 @@ def _check_model(model: TFLiteModel) -> None:
                     raise InvalidModelError(
                         f"signature {d} {name} refers to tensor {entry.get('tensor_index')}, but subgraph {s} has {n_tensors}"
                     )
+
+
+def _check_tensor_indices(values: Sequence[int], n_tensors: int, what: str, subgraph: int, optional: bool) -> None:
+    for value in values:
+        if not (0 <= value < n_tensors or (optional and value == -1)):
+            raise InvalidModelError(f"{what} refers to tensor {value}, but subgraph {subgraph} has {n_tensors} tensors")
 
 
 @contextmanager

@@ -111,7 +111,7 @@ class _Serializer:
         return self.builder.Output()
 
 
-def serialize(model: TFLiteModel) -> Tuple[bytes, List[Tuple[int, np.ndarray]], int]:
+def serialize(model: TFLiteModel) -> Tuple[bytearray, List[Tuple[int, np.ndarray]], int]:
     """Part 1 of the file, the placed buffer data of part 2, and part 2's length."""
     serializer = _Serializer()
     head = serializer.finish(model.root)
@@ -127,7 +127,7 @@ def _write_parts(handle: Any, model: TFLiteModel) -> int:
     for length_at, array in region:
         handle.write(b"\0" * (length_at - written))
         handle.write(struct.pack("<I", array.nbytes))
-        handle.write(memoryview(np.ascontiguousarray(array)).cast("B"))
+        handle.write(memoryview(np.ascontiguousarray(array)).cast("B"))  # type: ignore[arg-type]
         written = length_at + 4 + array.nbytes
     assert written == region_size
     trailing = memoryview(model.trailing).cast("B")

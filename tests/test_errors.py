@@ -119,11 +119,12 @@ def test_unknown_union_member_is_refused(tmp_path: Path) -> None:
     expect_failure(tmp_path, tb.build(model), UnsupportedModelError, r"union type 250")
 
 
-def test_buffer_data_outside_the_flatbuffer_is_refused_for_now(tmp_path: Path) -> None:
+@pytest.mark.parametrize("offset, size", [(4096, 16), (600, 2**64 - 1), (2**64 - 1, 16)])
+def test_buffer_offset_beyond_the_file(tmp_path: Path, offset: int, size: int) -> None:
     model = tb.add_model()
     model.buffers[2] = None
-    model.external_buffers = {2: (4096, 16)}
-    expect_failure(tmp_path, tb.build(model), UnsupportedModelError, "outside the flatbuffer")
+    model.external_buffers = {2: (offset, size)}
+    expect_failure(tmp_path, tb.build(model), InvalidModelError, "beyond the end of the file")
 
 
 def test_directory_and_missing_file(tmp_path: Path) -> None:

@@ -263,4 +263,4 @@ def test_golden_bytes(tmp_path: Path) -> None:
 
 
 GOLDEN_SIZE = 768
-GOLDEN_SHA256 = "a6ce124966fa40ec1d1446aaf91acea9bcd7c6c332fb987477a12459c427b146"
+GOLDEN_SHA256 = "ff7bd228153d29021550d374e8d209ba1448bea0a86d0170371c157bb8d7caeb"

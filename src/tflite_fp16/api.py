@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from .cast import cast_to_float16
+from .cast import Float16Cast
 from .edit import apply_plan
 from .errors import InvalidModelError
 from .plan import Plan, make_plan
@@ -29,6 +29,7 @@ class Report:
     plan: Plan
     clipped: int = 0  # values beyond +-65504, saturated to +-65504
     flushed: int = 0  # non-zero values too small for float16, now zero
+    layout: Optional[str] = None  # "normal" or "offset" (buffer data after the flatbuffer); None for a dry run
 
     @property
     def tensors_converted(self) -> int:
@@ -62,7 +63,7 @@ def plan_file(path_in: PathLike) -> Plan:
     return rewrite(path_in, None, dry_run=True).plan
 
 
-def rewrite(path_in: PathLike, path_out: Optional[PathLike], *, dry_run: bool = False) -> Report:
+def rewrite(path_in: PathLike, path_out: Optional[PathLike], *, dry_run: bool = False, layout: str = "auto") -> Report:
     """Write the float16 version of the float32 TFLite model ``path_in`` to ``path_out``.
 
     Every FLOAT32 constant that an operator reads is stored as float16 and
@@ -70,6 +71,11 @@ def rewrite(path_in: PathLike, path_out: Optional[PathLike], *, dry_run: bool = 
     quantization does; everything else is carried over. ``path_out`` may be
     ``path_in``; it is replaced only when the new file is complete. With
     ``dry_run`` nothing is written and the report only holds the plan.
+
+    ``layout`` places the buffer data: ``"auto"`` (default) inside the
+    flatbuffer when the output fits in 2 GiB, else after it
+    (``Buffer.offset/size``, the layout TensorFlow uses for large models);
+    ``"normal"`` or ``"offset"`` force one or the other.
 
     >>> report = rewrite("model.tflite", "model_fp16.tflite")   # doctest: +SKIP
     >>> print(report.summary())                                  # doctest: +SKIP
@@ -87,16 +93,18 @@ def rewrite(path_in: PathLike, path_out: Optional[PathLike], *, dry_run: bool = 
         plan = make_plan(model)
         if dry_run or path_out is None:
             return Report(os.fspath(path_in), None, input_bytes, None, plan)
-        casts = {c.buffer: cast_to_float16(model.buffer_data(c.buffer)) for c in plan.conversions}
-        rewritten = apply_plan(model, plan, {b: result.data for b, result in casts.items()})
-        output_bytes = write_model(rewritten, path_out)
-        del model, rewritten
+        # Cast lazily: the writer casts each buffer block by block as it writes it.
+        float16 = {c.buffer: Float16Cast(model.buffer_data(c.buffer)) for c in plan.conversions}
+        rewritten = apply_plan(model, plan, float16)
+        written = write_model(rewritten, path_out, layout=layout)
+        del model, rewritten, float16
     return Report(
         os.fspath(path_in),
         os.fspath(path_out),
         input_bytes,
-        output_bytes,
+        written.size,
         plan,
-        clipped=sum(r.clipped for r in casts.values()),
-        flushed=sum(r.flushed for r in casts.values()),
+        clipped=written.counts.clipped,
+        flushed=written.counts.flushed,
+        layout=written.layout,
     )

@@ -8,7 +8,7 @@ The input model is never changed.
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Set, Tuple
+from typing import Any, Dict, List, Mapping, Set, Tuple
 
 import numpy as np
 
@@ -25,8 +25,9 @@ def _int32(values: List[int]) -> np.ndarray:
     return np.array(values, dtype="<i4")
 
 
-def apply_plan(model: TFLiteModel, plan: Plan, float16_data: Mapping[int, np.ndarray]) -> TFLiteModel:
-    """The rewritten model. ``float16_data`` maps each converted buffer index to its cast data."""
+def apply_plan(model: TFLiteModel, plan: Plan, float16_data: Mapping[int, Any]) -> TFLiteModel:
+    """The rewritten model. ``float16_data`` maps each converted buffer index to its float16
+    data: an array, or a :class:`~tflite_fp16.cast.Float16Cast` the writer casts as it writes."""
     if not plan.conversions:
         return model
     buffers = list(model.buffers)

@@ -25,7 +25,7 @@ import numpy as np
 
 from .schema import SCHEMA
 
-__all__ = ["Table", "TFLiteModel", "TENSOR_TYPES", "BUILTIN_OPS", "op_of", "FLOAT16_MAX"]
+__all__ = ["Table", "TFLiteModel", "TENSOR_TYPES", "BUILTIN_OPS", "op_of"]
 
 TENSOR_TYPES: Mapping[str, int] = SCHEMA.enums["TensorType"]
 BUILTIN_OPS: Mapping[str, int] = SCHEMA.enums["BuiltinOperator"]
@@ -33,7 +33,6 @@ FLOAT32 = TENSOR_TYPES["FLOAT32"]
 FLOAT16 = TENSOR_TYPES["FLOAT16"]
 DEQUANTIZE = BUILTIN_OPS["DEQUANTIZE"]
 DENSIFY = BUILTIN_OPS["DENSIFY"]
-FLOAT16_MAX = 65504.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,7 +76,9 @@ class Table:
     def ints(self, name: str) -> Sequence[int]:
         """A vector-of-integers field as a list, empty when absent."""
         value = self.fields.get(name)
-        return [] if value is None else value.tolist()
+        if value is None:
+            return []
+        return value.tolist() if isinstance(value, np.ndarray) else list(value)
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,6 +109,8 @@ class TFLiteModel:
         data = self.buffers[index].fields.get("data")
         if data is None:
             return np.empty(0, np.uint8)
+        if not isinstance(data, np.ndarray):  # a float16 cast still to be done
+            data = data.array()
         return data.view(np.uint8) if data.dtype != np.uint8 else data
 
 

@@ -13,7 +13,7 @@ import mmap
 import os
 import struct
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Sequence, Union
+from typing import Any, Dict, Iterator, List, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -26,9 +26,21 @@ __all__ = ["read_model", "open_model", "parse_model"]
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _I32 = struct.Struct("<i")
-_SCALARS = {name: struct.Struct(fmt) for name, (fmt, _) in SCALAR_FORMATS.items()}
 _SIZES = {name: size for name, (_, size) in SCALAR_FORMATS.items()}
+_CODES = {name: fmt[1] for name, (fmt, _) in SCALAR_FORMATS.items()}
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+class _Layout:
+    """The fields a vtable declares for one table type, decoded once per vtable."""
+
+    __slots__ = ("inline_size", "packer", "fields", "unions")
+
+    def __init__(self, inline_size: int, packer: struct.Struct, fields: List[Tuple[FieldSpec, int]], unions: List[Tuple[FieldSpec, int]]) -> None:
+        self.inline_size = inline_size
+        self.packer = packer  # every non-union field, in offset order (references as uint32)
+        self.fields = fields  # (field, offset in table) in the packer's order
+        self.unions = unions
 
 
 class _Parser:
@@ -38,6 +50,7 @@ class _Parser:
         self.data = data
         self.size = size
         self.end = 0  # one past the last byte any object of the flatbuffer uses
+        self.layouts: Dict[Tuple[int, str], _Layout] = {}
 
     def _span(self, pos: int, length: int, what: str) -> None:
         if pos < 0 or length < 0 or pos + length > self.size:
@@ -52,19 +65,16 @@ class _Parser:
         self._span(pos, 4, what)
         return pos + _U32.unpack_from(self.data, pos)[0]
 
-    def table(self, pos: int, spec: TableSpec, where: str) -> Table:
-        self._span(pos, 4, f"{spec.name} table ({where})")
-        vtable = pos - _I32.unpack_from(self.data, pos)[0]
+    def _layout(self, vtable: int, spec: TableSpec, where: str) -> _Layout:
         self._span(vtable, 4, f"vtable of {spec.name} ({where})")
         vt_size, inline_size = struct.unpack_from("<HH", self.data, vtable)
         if vt_size < 4 or vt_size % 2:
             raise InvalidModelError(f"vtable of {spec.name} ({where}) at offset {vtable} has invalid size {vt_size}")
         self._span(vtable, vt_size, f"vtable of {spec.name} ({where})")
-        self._span(pos, inline_size, f"{spec.name} table ({where})")
-        fields: Dict[str, Any] = {}
         slot_count = (vt_size - 4) // 2
         offsets = struct.unpack_from(f"<{slot_count}H", self.data, vtable + 4)
-        unions: List[FieldSpec] = []
+        fields: List[Tuple[FieldSpec, int]] = []
+        unions: List[Tuple[FieldSpec, int]] = []
         for slot, offset in enumerate(offsets):
             if offset == 0:
                 continue
@@ -76,15 +86,39 @@ class _Parser:
                     f"{spec.name}) does not define; the model was written with a newer schema. "
                     f"Refusing rather than dropping the field: update tflite-fp16."
                 )
-            if offset < 4:
-                raise InvalidModelError(f"{spec.name}.{field.name} ({where}) has field offset {offset} inside the table header")
-            where_field = f"{where}.{field.name}"
-            at = pos + offset
-            if field.kind == "union":
-                unions.append(field)
-                continue
-            fields[field.name] = self._value(at, field, inline_size - offset, where_field)
-        for field in unions:
+            size = _SIZES[field.type] if field.kind == "scalar" else 4  # type: ignore[index]
+            if offset < 4 or offset + size > inline_size:
+                raise InvalidModelError(f"{spec.name}.{field.name} ({where}) at table offset {offset} lies outside its table")
+            (unions if field.kind == "union" else fields).append((field, offset))
+        fields.sort(key=lambda item: item[1])
+        fmt = ["<"]
+        position = 0
+        for field, offset in fields:
+            if offset < position:
+                raise InvalidModelError(f"{spec.name}.{field.name} ({where}) overlaps another field")
+            if offset > position:
+                fmt.append(f"{offset - position}x")
+            fmt.append(_CODES[field.type] if field.kind == "scalar" else "I")  # type: ignore[index]
+            position = offset + (_SIZES[field.type] if field.kind == "scalar" else 4)  # type: ignore[index]
+        return _Layout(inline_size, struct.Struct("".join(fmt)), fields, unions)
+
+    def table(self, pos: int, spec: TableSpec, where: str) -> Table:
+        if pos < 0 or pos + 4 > self.size:
+            self._span(pos, 4, f"{spec.name} table ({where})")
+        vtable = pos - _I32.unpack_from(self.data, pos)[0]
+        key = (vtable, spec.name)
+        layout = self.layouts.get(key)
+        if layout is None:
+            layout = self.layouts[key] = self._layout(vtable, spec, where)
+        self._span(pos, layout.inline_size, f"{spec.name} table ({where})")
+        fields: Dict[str, Any] = {}
+        values = layout.packer.unpack_from(self.data, pos)
+        for (field, offset), value in zip(layout.fields, values):
+            if field.kind == "scalar":
+                fields[field.name] = value
+            else:
+                fields[field.name] = self._reference(pos + offset + value, field, where)
+        for field, offset in layout.unions:
             member_type = fields.get(field.name + "_type", 0)
             member = SCHEMA.unions[field.union].get(member_type)  # type: ignore[index]
             if member is None:
@@ -92,40 +126,36 @@ class _Parser:
                     f"{spec.name}.{field.name} ({where}) has union type {member_type}, which the supported "
                     f"TFLite schema (tflite package {SCHEMA.tflite_version}) does not define for {field.union}"
                 )
-            at = pos + offsets[field.slot]
-            if offsets[field.slot] + 4 > inline_size:
-                raise InvalidModelError(f"{spec.name}.{field.name} ({where}) lies outside its table")
-            fields[field.name] = self.table(self._uoffset(at, where), SCHEMA.tables[member], f"{where}.{field.name}")
+            target = self._uoffset(pos + offset, where)
+            fields[field.name] = self.table(target, SCHEMA.tables[member], f"{where}.{field.name}")
         return Table(spec.name, fields)
 
-    def _value(self, at: int, field: FieldSpec, room: int, where: str) -> Any:
+    def _reference(self, target: int, field: FieldSpec, where: str) -> Any:
+        """The object a reference field points to (at ``target``)."""
         kind = field.kind
-        if kind == "scalar":
-            size = _SIZES[field.type]  # type: ignore[index]
-            if size > room:
-                raise InvalidModelError(f"{where} at offset {at} lies outside its table")
-            return _SCALARS[field.type].unpack_from(self.data, at)[0]  # type: ignore[index]
-        if room < 4:
-            raise InvalidModelError(f"{where} at offset {at} lies outside its table")
-        target = self._uoffset(at, where)
         if kind == "table":
-            return self.table(target, SCHEMA.tables[field.table], where)  # type: ignore[index]
-        length = self._uoffset(target, where) - target  # a vector or string length
+            return self.table(target, SCHEMA.tables[field.table], f"{where}.{field.name}")  # type: ignore[index]
+        length = self._uoffset(target, f"{where}.{field.name}") - target  # a vector or string length
+        start = target + 4
         if kind == "string":
-            self._span(target + 4, length + 1, where)  # + the terminating zero
-            return bytes(self.data[target + 4 : target + 4 + length])
+            self._span(start, length + 1, f"{where}.{field.name}")  # + the terminating zero
+            return bytes(self.data[start : start + length])
         if kind == "vector_scalar":
             size = _SIZES[field.type]  # type: ignore[index]
-            self._span(target + 4, length * size, where)
-            return np.frombuffer(self.data, NUMPY_DTYPES[field.type], length, target + 4)  # type: ignore[index]
-        self._span(target + 4, length * 4, where)
-        items = [self._uoffset(target + 4 + 4 * i, where) for i in range(length)]
+            self._span(start, length * size, f"{where}.{field.name}")
+            if size == 1:  # bytes (buffer data, custom options): a zero-copy view
+                return np.frombuffer(self.data, NUMPY_DTYPES[field.type], length, start)  # type: ignore[index]
+            return struct.unpack_from(f"<{length}{_CODES[field.type]}", self.data, start)  # type: ignore[index]
+        self._span(start, length * 4, f"{where}.{field.name}")
+        items = struct.unpack_from(f"<{length}I", self.data, start)
         if kind == "vector_table":
             spec = SCHEMA.tables[field.table]  # type: ignore[index]
-            return tuple(self.table(p, spec, f"{where}[{i}]") for i, p in enumerate(items))
+            name = f"{where}.{field.name}"
+            return tuple(self.table(start + 4 * i + item, spec, name) for i, item in enumerate(items))
         if kind == "vector_string":
             out = []
-            for p in items:
+            for i, item in enumerate(items):
+                p = start + 4 * i + item
                 n = self._uoffset(p, where) - p
                 self._span(p + 4, n + 1, where)
                 out.append(bytes(self.data[p + 4 : p + 4 + n]))
@@ -153,13 +183,44 @@ def parse_model(data: Any) -> TFLiteModel:
     parser.end = 8
     root_pos = parser._uoffset(0, "root table offset")
     root = parser.table(root_pos, SCHEMA.tables[SCHEMA.root_table], "Model")
-    end = parser.end
-    # Zero padding after the last object (builders align it) belongs to the flatbuffer.
-    while end % 16 and end < size and data[end] == 0:
+    root, end = _external_buffers(root, data, size, parser.end)
+    # Zero padding after the last object belongs to the model: builders align
+    # the end, and writers of buffer data add 16 bytes for XNNPACK.
+    limit = min(size, end + (-end % 16) + 16)
+    while end < limit and data[end] == 0:
         end += 1
     model = TFLiteModel(root=root, trailing=memoryview(data)[end:])
     _check_model(model)
     return model
+
+
+def _external_buffers(root: Table, data: Any, size: int, end: int) -> Tuple[Table, int]:
+    """Buffers whose data lies after the flatbuffer (``Buffer.offset > 1``, models over
+    2 GB) get that data as a view, like any other buffer; the writer chooses the layout anew.
+
+    Returns the root and the end of the last byte the model uses.
+    """
+    buffers = root.tables("buffers")
+    changed = {}
+    for b, buffer in enumerate(buffers):
+        offset = buffer.get("offset")
+        if offset <= 1:
+            continue
+        length = buffer.get("size")
+        if "data" in buffer.fields:
+            raise InvalidModelError(f"buffer {b} has both data and an offset ({offset}) to data after the flatbuffer")
+        if offset + length > size:
+            raise InvalidModelError(
+                f"buffer {b} says its data is at offset {offset} (size {length}), beyond the end of the file "
+                f"({size} bytes): the file is truncated or corrupt"
+            )
+        fields = {k: v for k, v in buffer.fields.items() if k not in ("offset", "size")}
+        fields["data"] = np.frombuffer(data, np.uint8, length, offset)
+        changed[b] = Table("Buffer", fields)
+        end = max(end, offset + length)
+    if changed:
+        root = root.replace(buffers=tuple(changed.get(b, buffer) for b, buffer in enumerate(buffers)))
+    return root, end
 
 
 def _check_model(model: TFLiteModel) -> None:
@@ -168,12 +229,6 @@ def _check_model(model: TFLiteModel) -> None:
     n_buffers = len(buffers)
     n_codes = len(model.operator_codes)
     n_subgraphs = len(model.subgraphs)
-    for b, buffer in enumerate(buffers):
-        if buffer.get("offset") > 1 or buffer.get("size") > 0:
-            raise UnsupportedModelError(
-                f"buffer {b} keeps its data outside the flatbuffer (Buffer.offset/size, the layout "
-                "TensorFlow uses for models over 2 GB); this version of tflite-fp16 does not read it yet"
-            )
     for m, entry in enumerate(model.root.tables("metadata")):
         if entry.get("buffer") >= n_buffers:
             raise InvalidModelError(f"metadata {m} refers to buffer {entry.get('buffer')}, but the model has {n_buffers} buffers")
@@ -197,7 +252,7 @@ def _check_model(model: TFLiteModel) -> None:
                 )
             for name in ("inputs", "outputs", "intermediates"):
                 _check_tensor_indices(operator.ints(name), n_tensors, f"subgraph {s} operator {o} {name}", s, optional=True)
-            if operator.get("large_custom_options_size") > 0:
+            if operator.get("large_custom_options_offset") > 1:
                 raise UnsupportedModelError(
                     f"subgraph {s} operator {o} keeps its custom options outside the flatbuffer "
                     "(large_custom_options_offset/size); this version of tflite-fp16 does not read them yet"

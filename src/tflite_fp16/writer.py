@@ -2,22 +2,24 @@
 
 Order of the output file:
 
-1. the flatbuffer proper: every table, vector and string except buffer data,
-   built back to front with the flatbuffers ``Builder`` and padded to a
-   multiple of 16 bytes;
-2. the data of every non-empty buffer, in buffer order, each a flatbuffer
-   vector whose first data byte sits at a 16-byte aligned file offset
-   (schema.fbs declares ``force_align: 16``, which the Python builder ignores);
-   the ``Buffer.data`` offsets of part 1 point forward into this part, so the
-   whole file is one valid flatbuffer;
+1. the flatbuffer tables, strings and small vectors, laid out front to back
+   (root first, every object after the one that refers to to it, so every
+   offset points forward as flatbuffers require), vtables shared, padded to
+   a multiple of 16 bytes;
+2. the data of every non-empty buffer, in buffer order, each starting at a
+   16-byte aligned file offset (schema.fbs declares ``force_align: 16``).
+   In the normal layout each is a flatbuffer vector that ``Buffer.data``
+   points to; in the offset layout (for models over 2 GB, where a flatbuffer
+   cannot reach) it is raw bytes that ``Buffer.offset``/``Buffer.size``
+   locate. Then 16 zero bytes (XNNPACK may read a little past a weight), and
+   padding to 16;
 3. the input's trailing bytes (for example the zip of associated files that
-   TFLite metadata appends), unchanged, from a 16-byte aligned offset (the
-   reader counts zero padding up to there as part of the flatbuffer).
+   TFLite metadata appends), unchanged.
 
-Part 2 is written straight from the arrays (views of the input, or the cast
-float16 data); it is never copied into the builder. The file is written to a
-temporary file in the target directory and renamed over the target only when
-complete.
+Part 2 is written straight from the arrays (views of the input), float16
+data cast block by block as it is written, never copied whole. The file is
+written to a temporary file in the target directory and renamed over the
+target only when complete.
 """
 
 from __future__ import annotations
@@ -25,139 +27,275 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
-from typing import Any, Dict, List, Tuple, Union
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Dict, List, Optional, Tuple, Union
 
-import flatbuffers
 import numpy as np
 
+from .cast import CastCounts, Float16Cast, cast_batch
+from .errors import RewriteError
 from .model import Table, TFLiteModel
-from .schema import NUMPY_DTYPES, SCHEMA, FieldSpec
+from .schema import NUMPY_DTYPES, SCALAR_FORMATS, SCHEMA
 
-__all__ = ["write_model", "serialize"]
+__all__ = ["write_model", "to_bytes", "LAYOUTS", "FLATBUFFER_LIMIT"]
 
 ALIGNMENT = 16
-_PREPEND = {
-    "bool": "PrependBoolSlot", "int8": "PrependInt8Slot", "uint8": "PrependUint8Slot",
-    "int16": "PrependInt16Slot", "uint16": "PrependUint16Slot", "int32": "PrependInt32Slot",
-    "uint32": "PrependUint32Slot", "int64": "PrependInt64Slot", "uint64": "PrependUint64Slot",
-    "float32": "PrependFloat32Slot", "float64": "PrependFloat64Slot",
-}
+TAIL_PADDING = 16
+FLATBUFFER_LIMIT = 2**31 - 1  # the largest flatbuffer (offsets are signed 32-bit)
+LAYOUTS = ("auto", "normal", "offset")
+_SMALL_CAST = 1 << 16  # elements; smaller float16 casts are done in one batch
+_PLACEHOLDER_OFFSET = 2  # any value > 1 keeps Buffer.offset present until patched
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_CODES = {name: fmt[1] for name, (fmt, _) in SCALAR_FORMATS.items()}
+_SIZES = {name: size for name, (_, size) in SCALAR_FORMATS.items()}
+_OFFSET_KINDS = ("string", "table", "vector_scalar", "vector_string", "vector_table", "union")
 PathLike = Union[str, "os.PathLike[str]"]
+Data = Union[np.ndarray, Float16Cast]
 
 
-class _Serializer:
-    def __init__(self) -> None:
-        self.builder = flatbuffers.Builder(1 << 16)
-        # (position relative to the end of part 1, array) of each buffer's data
-        self.data_region: List[Tuple[int, np.ndarray]] = []
-        self.data_end = 0
+@dataclass(frozen=True)
+class _Template:
+    """How a table with a given set of fields is laid out (computed once per shape)."""
 
-    def _external_vector(self, array: np.ndarray) -> int:
-        """Reserve room for a uint8 vector after the flatbuffer; return its offset
-        in the builder's back-to-front terms (negative: beyond the end)."""
-        length_at = self.data_end + (-(self.data_end + 4) % ALIGNMENT)
-        self.data_region.append((length_at, array))
-        self.data_end = length_at + 4 + array.nbytes
-        return -length_at
+    vtable: bytes
+    align: int
+    packer: struct.Struct  # the soffset to the vtable, then every field in layout order
+    layout: Tuple[Tuple[str, bool], ...]  # (field name, is a reference) in layout order
+    references: Tuple[Tuple[int, str, Any], ...]  # (byte offset in the table, field name, FieldSpec)
+    offsets: Dict[str, int]  # byte offset in the table of each field
+
+
+def _template(name: str, field_names: Tuple[str, ...]) -> _Template:
+    """Fields largest first (then by slot), each aligned to its size, after the 4-byte soffset."""
+    spec = SCHEMA.tables[name]
+    fields = [spec.by_name[f] for f in field_names]
+    sized = sorted(((4 if f.kind in _OFFSET_KINDS else _SIZES[f.type], f) for f in fields), key=lambda p: (-p[0], p[1].slot))  # type: ignore[index]
+    fmt = ["<i"]
+    position = 4
+    offsets: Dict[str, int] = {}
+    layout: List[Tuple[str, bool]] = []
+    references: List[Tuple[int, str, Any]] = []
+    for size, field in sized:
+        pad = -position % size
+        if pad:
+            fmt.append(f"{pad}x")
+            position += pad
+        offsets[field.name] = position
+        is_reference = field.kind != "scalar"
+        fmt.append("I" if is_reference else _CODES[field.type])  # type: ignore[index]
+        layout.append((field.name, is_reference))
+        if is_reference:
+            references.append((position, field.name, field))
+        position += size
+    slots = max((f.slot for f in fields), default=-1) + 1
+    slot_offsets = [0] * slots
+    for field in fields:
+        slot_offsets[field.slot] = offsets[field.name]
+    vtable = struct.pack(f"<HH{slots}H", 4 + 2 * slots, position, *slot_offsets)
+    align = max([4] + [size for size, _ in sized])
+    return _Template(vtable, align, struct.Struct("".join(fmt)), tuple(layout), tuple(references), offsets)
+
+
+class _Emitter:
+    """Lays out the tables of part 1 and the buffer data of part 2."""
+
+    def __init__(self, layout: str) -> None:
+        self.layout = layout
+        self.out = bytearray()
+        self.vtables: Dict[bytes, int] = {}
+        self.templates: Dict[Tuple[str, Tuple[str, ...]], _Template] = {}
+        self.region: List[Tuple[int, Data]] = []  # (position in part 2, data)
+        self.region_end = 0
+        self.patches: List[Tuple[int, int]] = []  # (position in part 1, position in part 2)
+
+    def _pad(self, alignment: int, extra: int = 0) -> None:
+        pad = -(len(self.out) + extra) % alignment
+        if pad:
+            self.out += bytes(pad)
+
+    def _place_data(self, data: Data) -> int:
+        """Reserve the data's place in part 2; return where it (or its length prefix) goes."""
+        if self.layout == "offset":
+            at = self.region_end + (-self.region_end % ALIGNMENT)
+            self.region_end = at + data.nbytes
+        else:
+            at = self.region_end + (-(self.region_end + 4) % ALIGNMENT)
+            self.region_end = at + 4 + data.nbytes
+        self.region.append((at, data))
+        return at
 
     def table(self, table: Table) -> int:
-        builder = self.builder
-        spec = SCHEMA.tables[table.name]
-        values = table.fields
-        offsets: Dict[int, int] = {}
-        for field in spec.fields:
-            if field.kind != "scalar" and field.name in values:
-                if table.name == "Buffer" and field.name == "data" and values["data"].nbytes:
-                    offsets[field.slot] = self._external_vector(values["data"])
-                else:
-                    offsets[field.slot] = self.value(field, values[field.name])
-        builder.StartObject(spec.slots)
-        for field in spec.fields:
-            if field.name not in values:
-                continue
-            if field.kind == "scalar":
-                # default None: a field present in the input is written even
-                # when it holds the default value, as it was.
-                getattr(builder, _PREPEND[field.type])(field.slot, values[field.name], None)  # type: ignore[index]
+        fields = table.fields
+        external = None
+        if table.name == "Buffer" and "data" in fields and fields["data"].nbytes:
+            external = self._place_data(fields["data"])
+            if self.layout == "offset":
+                fields = dict(fields)
+                data = fields.pop("data")
+                fields.update(offset=_PLACEHOLDER_OFFSET, size=data.nbytes)
+        key = (table.name, tuple(fields))
+        template = self.templates.get(key)
+        if template is None:
+            template = self.templates[key] = _template(table.name, key[1])
+        out = self.out
+        vtable_at = self.vtables.get(template.vtable)
+        if vtable_at is None:
+            self._pad(2)
+            vtable_at = self.vtables[template.vtable] = len(out)
+            out += template.vtable
+        self._pad(template.align)
+        at = len(out)
+        out += template.packer.pack(at - vtable_at, *[0 if ref else fields[name] for name, ref in template.layout])
+        # References point forward: the children are placed after this table.
+        for field_at, name, field in template.references:
+            where = at + field_at
+            if external is not None and name == "data":
+                self.patches.append((where, external))
             else:
-                builder.PrependUOffsetTRelativeSlot(field.slot, offsets[field.slot], 0)
-        return builder.EndObject()
+                target = self.value(field, fields[name])
+                _U32.pack_into(out, where, target - where)
+        if external is not None and self.layout == "offset":
+            self.patches.append((at + template.offsets["offset"], external))
+        return at
 
-    def value(self, field: FieldSpec, value: Any) -> int:
-        builder = self.builder
+    def value(self, field: Any, value: Any) -> int:
+        out = self.out
         kind = field.kind
-        if kind in ("table", "union"):
+        if kind == "table" or kind == "union":
             return self.table(value)
         if kind == "string":
-            return builder.CreateString(value)
+            self._pad(4)
+            at = len(out)
+            out += _U32.pack(len(value))
+            out += value
+            out += b"\0"
+            return at
         if kind == "vector_scalar":
-            array = np.ascontiguousarray(value, dtype=NUMPY_DTYPES[field.type])  # type: ignore[index]
-            return builder.CreateNumpyVector(array.reshape(-1))
-        if kind == "vector_table":
-            items = [self.table(t) for t in value]
-        elif kind == "vector_string":
-            items = [builder.CreateString(s) for s in value]
-        else:
-            raise AssertionError(f"unknown field kind {kind}")
-        builder.StartVector(4, len(items), 4)
-        for item in reversed(items):
-            builder.PrependUOffsetTRelative(item)
-        return builder.EndVector()
+            size = _SIZES[field.type]
+            self._pad(max(4, size), 4)
+            at = len(out)
+            if isinstance(value, np.ndarray):
+                array = np.ascontiguousarray(value, dtype=NUMPY_DTYPES[field.type]).reshape(-1)
+                out += _U32.pack(array.size)
+                out += array.tobytes()
+            else:
+                out += struct.pack(f"<I{len(value)}{_CODES[field.type]}", len(value), *value)
+            return at
+        # vector of tables or strings: a vector of offsets, filled in as the items are placed
+        self._pad(4)
+        at = len(out)
+        count = len(value)
+        out += _U32.pack(count)
+        out += bytes(4 * count)
+        place = self.table if kind == "vector_table" else (lambda s: self.value(_STRING, s))
+        targets = [place(item) for item in value]
+        first = at + 4
+        struct.pack_into(f"<{count}I", out, first, *[t - (first + 4 * i) for i, t in enumerate(targets)])
+        return at
 
     def finish(self, root: Table) -> bytearray:
-        root_offset = self.table(root)
-        self.builder.Prep(ALIGNMENT, 0)  # raises minalign: part 1 ends 16-byte aligned
-        self.builder.Finish(root_offset, file_identifier=SCHEMA.file_identifier)
-        return self.builder.Output()
+        self.out += bytes(4) + SCHEMA.file_identifier
+        root_at = self.table(root)
+        _U32.pack_into(self.out, 0, root_at)
+        self._pad(ALIGNMENT)
+        head = len(self.out)
+        for where, at in self.patches:
+            if self.layout == "offset":
+                _U64.pack_into(self.out, where, head + at)
+            else:
+                _U32.pack_into(self.out, where, head + at - where)
+        return self.out
 
 
-def serialize(model: TFLiteModel) -> Tuple[bytearray, List[Tuple[int, np.ndarray]], int]:
-    """Part 1 of the file, the placed buffer data of part 2, and part 2's length."""
-    serializer = _Serializer()
-    head = serializer.finish(model.root)
-    if len(head) % ALIGNMENT:
-        raise AssertionError("flatbuffer head is not 16-byte aligned")
-    return head, serializer.data_region, serializer.data_end
+class _StringField:
+    kind = "string"
 
 
-def _write_parts(handle: Any, model: TFLiteModel) -> int:
-    head, region, region_size = serialize(model)
+_STRING = _StringField()
+
+
+def _layout_for(model: TFLiteModel, layout: str) -> Tuple[bytearray, List[Tuple[int, Data]], int, str]:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
+    emitter = _Emitter("normal" if layout == "auto" else layout)
+    head = emitter.finish(model.root)
+    if emitter.layout == "normal" and len(head) + emitter.region_end > FLATBUFFER_LIMIT:
+        if layout == "normal":
+            raise RewriteError(
+                f"the output would be {len(head) + emitter.region_end:,} bytes, more than a flatbuffer can hold "
+                f"({FLATBUFFER_LIMIT:,}); use the offset layout (layout='offset' or --layout offset) or 'auto'"
+            )
+        emitter = _Emitter("offset")
+        head = emitter.finish(model.root)
+    return head, emitter.region, emitter.region_end, emitter.layout
+
+
+def _write_parts(handle: BinaryIO, model: TFLiteModel, layout: str) -> Tuple[int, CastCounts, str]:
+    head, region, region_size, chosen = _layout_for(model, layout)
+    casts = [data for _, data in region if isinstance(data, Float16Cast)]
+    cast_batch([c for c in casts if c.source.size <= _SMALL_CAST])
     handle.write(head)
     written = 0
-    for length_at, array in region:
-        handle.write(b"\0" * (length_at - written))
-        handle.write(struct.pack("<I", array.nbytes))
-        handle.write(memoryview(np.ascontiguousarray(array)).cast("B"))  # type: ignore[arg-type]
-        written = length_at + 4 + array.nbytes
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as executor:
+        for at, data in region:
+            if at > written:
+                handle.write(bytes(at - written))
+            if chosen == "normal":
+                handle.write(_U32.pack(data.nbytes))
+            if isinstance(data, Float16Cast):
+                for block in data.blocks(executor):
+                    handle.write(memoryview(block).cast("B"))  # type: ignore[arg-type]
+            else:
+                handle.write(memoryview(np.ascontiguousarray(data)).cast("B"))  # type: ignore[arg-type]
+            written = at + (4 if chosen == "normal" else 0) + data.nbytes
     assert written == region_size
+    tail = 0
+    if region:
+        tail = -written % ALIGNMENT + TAIL_PADDING
+        handle.write(bytes(tail))
     trailing = memoryview(model.trailing).cast("B")
-    padding = -region_size % ALIGNMENT if len(trailing) else 0
-    handle.write(b"\0" * padding)
     handle.write(trailing)
-    return len(head) + region_size + padding + len(trailing)
+    counts = CastCounts()
+    for cast in casts:
+        counts += cast.counts
+    return len(head) + written + tail + len(trailing), counts, chosen
 
 
-def to_bytes(model: TFLiteModel) -> bytes:
+@dataclass(frozen=True)
+class WriteResult:
+    """What :func:`write_model` wrote."""
+
+    size: int
+    layout: str  # "normal" or "offset"
+    counts: CastCounts
+
+
+def to_bytes(model: TFLiteModel, layout: str = "auto") -> bytes:
     """The whole output file as bytes (for tests and small models)."""
     import io
 
     stream = io.BytesIO()
-    _write_parts(stream, model)
+    _write_parts(stream, model, layout)
     return stream.getvalue()
 
 
-def write_model(model: TFLiteModel, path: PathLike) -> int:
-    """Write ``model`` to ``path`` atomically; return the number of bytes written.
+def write_model(model: TFLiteModel, path: PathLike, layout: str = "auto") -> WriteResult:
+    """Write ``model`` to ``path`` atomically.
 
-    The data goes to a temporary file next to ``path`` that replaces ``path``
-    only once it is complete, so a failure leaves no partial output.
+    ``layout``: ``"normal"`` keeps buffer data inside the flatbuffer (up to
+    2 GiB), ``"offset"`` puts it after the flatbuffer (``Buffer.offset/size``),
+    ``"auto"`` chooses normal whenever it fits. The data goes to a temporary
+    file next to ``path`` that replaces ``path`` only once it is complete, so
+    a failure leaves no partial output.
     """
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
     fd, temporary = tempfile.mkstemp(prefix=".tflite-fp16-", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            size = _write_parts(handle, model)
+        with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
+            size, counts, chosen = _write_parts(handle, model, layout)
         if os.path.exists(target):
             os.chmod(temporary, os.stat(target).st_mode & 0o7777)
         else:
@@ -171,4 +309,4 @@ def write_model(model: TFLiteModel, path: PathLike) -> int:
         except FileNotFoundError:
             pass
         raise
-    return size
+    return WriteResult(size, chosen, counts)

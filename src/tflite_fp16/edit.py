@@ -21,8 +21,8 @@ DEQUANTIZED_SUFFIX = b"/dequantize"
 DENSIFIED_SUFFIX = b"/densify_fp16"
 
 
-def _int32(values: List[int]) -> np.ndarray:
-    return np.array(values, dtype="<i4")
+def _int32(values: List[int]) -> Tuple[int, ...]:
+    return tuple(values)
 
 
 def apply_plan(model: TFLiteModel, plan: Plan, float16_data: Mapping[int, Any]) -> TFLiteModel:
@@ -42,7 +42,7 @@ def apply_plan(model: TFLiteModel, plan: Plan, float16_data: Mapping[int, Any]) 
             buffers.append(Table("Buffer", {"data": data}))
         else:
             index = conversion.buffer
-            buffers[index] = buffers[index].replace(data=data)
+            buffers[index] = Table("Buffer", {**buffers[index].fields, "data": data})
         for ref in conversion.tensors:
             target_buffer[(ref.subgraph, ref.tensor)] = index
 
@@ -86,15 +86,16 @@ def _rewrite_subgraph(
 ) -> Table:
     tensors = list(subgraph.tables("tensors"))
     for t, buffer in converted.items():
-        tensors[t] = tensors[t].replace(type=FLOAT16, buffer=buffer)
+        tensors[t] = Table("Tensor", {**tensors[t].fields, "type": FLOAT16, "buffer": buffer})
 
     def new_tensor(like: Table, tensor_type: int, suffix: bytes) -> int:
-        fields = {"shape": like.get("shape"), "type": tensor_type, "buffer": empty_buffer}
-        for name in ("shape_signature", "has_rank"):
-            if like.has(name):
-                fields[name] = like.fields[name]
-        fields["name"] = (like.get("name") or b"") + suffix
-        tensors.append(Table("Tensor", {k: v for k, v in fields.items() if v is not None}))
+        """A tensor shaped like ``like``, without data, named after it."""
+        source = like.fields
+        fields = {"type": tensor_type, "buffer": empty_buffer, "name": source.get("name", b"") + suffix}
+        for name in ("shape", "shape_signature", "has_rank"):
+            if name in source:
+                fields[name] = source[name]
+        tensors.append(Table("Tensor", fields))
         return len(tensors) - 1
 
     def dequantize(source: int, output: int) -> Table:
@@ -122,7 +123,7 @@ def _rewrite_subgraph(
                     operators.append(dequantize(i, dequantized[i]))
                 i = dequantized[i]
             new_inputs.append(i)
-        operators.append(op.replace(inputs=_int32(new_inputs)))
+        operators.append(Table("Operator", {**op.fields, "inputs": tuple(new_inputs)}))
     return subgraph.replace(tensors=tuple(tensors), operators=tuple(operators))
 
 

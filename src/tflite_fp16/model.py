@@ -18,8 +18,9 @@ Values by field kind (see ``schema/tflite_schema.json``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -35,34 +36,43 @@ DEQUANTIZE = BUILTIN_OPS["DEQUANTIZE"]
 DENSIFY = BUILTIN_OPS["DENSIFY"]
 
 
-@dataclass(frozen=True, eq=False)
+_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    name: {f.name: f.default for f in spec.fields} for name, spec in SCHEMA.tables.items()
+}
+
+
 class Table:
     """One flatbuffer table: its schema type and the fields present in the file.
 
-    Tables are never changed in place; :meth:`replace` returns a new one.
+    Tables are not changed once made; :meth:`replace` returns a new one.
+    (A plain class with slots rather than a dataclass: a model has one per
+    tensor, operator and buffer, and this is the reader's and editor's hot path.)
     """
 
-    name: str
-    fields: Mapping[str, Any] = field(default_factory=dict)
+    __slots__ = ("name", "fields")
+
+    def __init__(self, name: str, fields: Optional[Dict[str, Any]] = None) -> None:
+        self.name = name
+        self.fields: Dict[str, Any] = {} if fields is None else fields
+
+    def __repr__(self) -> str:
+        return f"Table({self.name!r}, {self.fields!r})"
 
     def get(self, name: str) -> Any:
         """The field's value, or the schema default when the file omits it."""
-        if name in self.fields:
-            return self.fields[name]
-        spec = SCHEMA.tables[self.name].by_name[name]
-        return spec.default
+        value = self.fields.get(name, _MISSING)
+        return _DEFAULTS[self.name][name] if value is _MISSING else value
 
     def has(self, name: str) -> bool:
         return name in self.fields
 
     def replace(self, **changes: Any) -> "Table":
         """A copy with some fields changed; a value of ``None`` removes the field."""
-        spec = SCHEMA.tables[self.name].by_name
-        for name in changes:
-            if name not in spec:
-                raise KeyError(f"{self.name} has no field {name!r}")
-        fields: Dict[str, Any] = dict(self.fields)
+        known = _DEFAULTS[self.name]
+        fields = dict(self.fields)
         for name, value in changes.items():
+            if name not in known:
+                raise KeyError(f"{self.name} has no field {name!r}")
             if value is None:
                 fields.pop(name, None)
             else:
@@ -73,12 +83,15 @@ class Table:
         """A vector-of-tables field, empty when absent."""
         return self.fields.get(name, ())
 
-    def ints(self, name: str) -> Sequence[int]:
+    def ints(self, name: str) -> List[int]:
         """A vector-of-integers field as a list, empty when absent."""
         value = self.fields.get(name)
         if value is None:
             return []
         return value.tolist() if isinstance(value, np.ndarray) else list(value)
+
+
+_MISSING = object()
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,7 +105,7 @@ class TFLiteModel:
     root: Table
     trailing: Any = b""  # bytes-like; a view into the input file when read
 
-    @property
+    @cached_property
     def buffers(self) -> Tuple[Table, ...]:
         return self.root.tables("buffers")
 

@@ -20,11 +20,10 @@ across types): a conversion never changes what another tensor reads.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
-
-import numpy as np
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from .errors import InvalidModelError
 from .model import BUILTIN_OPS, DENSIFY, DEQUANTIZE, FLOAT32, TENSOR_TYPES, Table, TFLiteModel, op_of
@@ -39,8 +38,7 @@ _TYPE_NAMES = {v: k for k, v in TENSOR_TYPES.items()}
 _QUANTIZED_WEIGHT_TYPES = {TENSOR_TYPES[t] for t in ("INT8", "UINT8", "INT4") if t in TENSOR_TYPES}
 
 
-@dataclass(frozen=True)
-class TensorRef:
+class TensorRef(NamedTuple):
     """A tensor of the model: subgraph index, tensor index and name."""
 
     subgraph: int
@@ -48,8 +46,7 @@ class TensorRef:
     name: str
 
 
-@dataclass(frozen=True)
-class BufferConversion:
+class BufferConversion(NamedTuple):
     """One buffer's float32 data, cast once, read by ``tensors`` after the rewrite.
 
     With ``new_buffer`` the buffer is also read by something that stays as it
@@ -64,8 +61,7 @@ class BufferConversion:
     kept_by: Tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class SkippedTensor:
+class SkippedTensor(NamedTuple):
     """A FLOAT32 tensor with data that stays FLOAT32, and why."""
 
     tensor: TensorRef
@@ -160,6 +156,7 @@ class _Subgraph:
                 self.writer.setdefault(i, o)
         self.inputs = set(subgraph.ints("inputs"))
         self.outputs = set(subgraph.ints("outputs"))
+        self._hybrid: Dict[int, bool] = {}
 
     def label(self, o: int) -> str:
         if self.ops[o] == BUILTIN_OPS["CUSTOM"]:
@@ -169,6 +166,12 @@ class _Subgraph:
 
     def is_hybrid(self, o: int) -> bool:
         """Float in, float out, with a constant int8 weight: a dynamic-range kernel."""
+        known = self._hybrid.get(o)
+        if known is None:
+            known = self._hybrid[o] = self._is_hybrid(o)
+        return known
+
+    def _is_hybrid(self, o: int) -> bool:
         if self.ops[o] == DEQUANTIZE:
             return False
         op = self.operators[o]
@@ -271,7 +274,7 @@ def make_plan(model: TFLiteModel) -> Plan:
 def _check_size(ref: TensorRef, tensor: Table, buffer: int, size: int) -> None:
     """FLOAT32 data must fill the tensor's shape (sparse data: whole float32 values)."""
     shape = tensor.ints("shape")
-    expected = None if tensor.has("sparsity") else 4 * int(np.prod(shape, dtype=np.int64))
+    expected = None if tensor.has("sparsity") else 4 * math.prod(shape)
     if (expected is not None and size != expected) or size % 4:
         raise InvalidModelError(
             f"subgraph {ref.subgraph} tensor {ref.tensor} '{ref.name}' is FLOAT32 of shape {shape} but its buffer "

@@ -31,6 +31,10 @@ _CODES = {name: fmt[1] for name, (fmt, _) in SCALAR_FORMATS.items()}
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+_VECTORS: Dict[Tuple[int, str], struct.Struct] = {}
+_STRING_FIELD = FieldSpec(name="item", slot=0, kind="string")
+
+
 class _Layout:
     """The fields a vtable declares for one table type, decoded once per vtable."""
 
@@ -103,16 +107,22 @@ class _Parser:
         return _Layout(inline_size, struct.Struct("".join(fmt)), fields, unions)
 
     def table(self, pos: int, spec: TableSpec, where: str) -> Table:
+        """The table of type ``spec`` at ``pos``; ``where`` names its place in the model for errors."""
+        data = self.data
         if pos < 0 or pos + 4 > self.size:
             self._span(pos, 4, f"{spec.name} table ({where})")
-        vtable = pos - _I32.unpack_from(self.data, pos)[0]
+        vtable = pos - _I32.unpack_from(data, pos)[0]
         key = (vtable, spec.name)
         layout = self.layouts.get(key)
         if layout is None:
             layout = self.layouts[key] = self._layout(vtable, spec, where)
-        self._span(pos, layout.inline_size, f"{spec.name} table ({where})")
+        end = pos + layout.inline_size
+        if end > self.size:
+            self._span(pos, layout.inline_size, f"{spec.name} table ({where})")
+        if end > self.end:
+            self.end = end
         fields: Dict[str, Any] = {}
-        values = layout.packer.unpack_from(self.data, pos)
+        values = layout.packer.unpack_from(data, pos)
         for (field, offset), value in zip(layout.fields, values):
             if field.kind == "scalar":
                 fields[field.name] = value
@@ -135,31 +145,43 @@ class _Parser:
         kind = field.kind
         if kind == "table":
             return self.table(target, SCHEMA.tables[field.table], f"{where}.{field.name}")  # type: ignore[index]
-        length = self._uoffset(target, f"{where}.{field.name}") - target  # a vector or string length
+        data = self.data
+        if target < 0 or target + 4 > self.size:
+            self._span(target, 4, f"{where}.{field.name}")
+        length = _U32.unpack_from(data, target)[0]  # of a vector or string
         start = target + 4
         if kind == "string":
-            self._span(start, length + 1, f"{where}.{field.name}")  # + the terminating zero
-            return bytes(self.data[start : start + length])
+            end = start + length + 1  # with the terminating zero
+        elif kind == "vector_scalar":
+            end = start + length * _SIZES[field.type]  # type: ignore[index]
+        else:
+            end = start + length * 4
+        if end > self.size:
+            self._span(start, end - start, f"{where}.{field.name}")
+        if end > self.end:
+            self.end = end
+        if kind == "string":
+            return bytes(data[start : end - 1])
         if kind == "vector_scalar":
-            size = _SIZES[field.type]  # type: ignore[index]
-            self._span(start, length * size, f"{where}.{field.name}")
-            if size == 1:  # bytes (buffer data, custom options): a zero-copy view
-                return np.frombuffer(self.data, NUMPY_DTYPES[field.type], length, start)  # type: ignore[index]
-            return struct.unpack_from(f"<{length}{_CODES[field.type]}", self.data, start)  # type: ignore[index]
-        self._span(start, length * 4, f"{where}.{field.name}")
-        items = struct.unpack_from(f"<{length}I", self.data, start)
+            if _SIZES[field.type] == 1:  # type: ignore[index]
+                # bytes (buffer data, custom options): a zero-copy view
+                return np.frombuffer(data, NUMPY_DTYPES[field.type], length, start)  # type: ignore[index]
+            key = (length, field.type)
+            unpacker = _VECTORS.get(key)
+            if unpacker is None:
+                unpacker = struct.Struct(f"<{length}{_CODES[field.type]}")  # type: ignore[index]
+                if length <= 64:  # shapes, operator inputs: a few lengths, many times
+                    _VECTORS[key] = unpacker
+            return unpacker.unpack_from(data, start)
+        items = struct.unpack_from(f"<{length}I", data, start)
+        name = f"{where}.{field.name}"
         if kind == "vector_table":
             spec = SCHEMA.tables[field.table]  # type: ignore[index]
-            name = f"{where}.{field.name}"
-            return tuple(self.table(start + 4 * i + item, spec, name) for i, item in enumerate(items))
+            table = self.table
+            return tuple([table(start + 4 * i + item, spec, name) for i, item in enumerate(items)])
         if kind == "vector_string":
-            out = []
-            for i, item in enumerate(items):
-                p = start + 4 * i + item
-                n = self._uoffset(p, where) - p
-                self._span(p + 4, n + 1, where)
-                out.append(bytes(self.data[p + 4 : p + 4 + n]))
-            return tuple(out)
+            string = _STRING_FIELD
+            return tuple([self._reference(start + 4 * i + item, string, name) for i, item in enumerate(items)])
         raise AssertionError(f"unknown field kind {kind}")
 
 

@@ -50,6 +50,8 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _CODES = {name: fmt[1] for name, (fmt, _) in SCALAR_FORMATS.items()}
 _SIZES = {name: size for name, (_, size) in SCALAR_FORMATS.items()}
+_ZEROS = bytes(16)
+_VECTORS: Dict[Tuple[int, str], struct.Struct] = {}
 _OFFSET_KINDS = ("string", "table", "vector_scalar", "vector_string", "vector_table", "union")
 PathLike = Union[str, "os.PathLike[str]"]
 Data = Union[np.ndarray, Float16Cast]
@@ -142,10 +144,13 @@ class _Emitter:
         out = self.out
         vtable_at = self.vtables.get(template.vtable)
         if vtable_at is None:
-            self._pad(2)
+            if len(out) % 2:
+                out += b"\0"
             vtable_at = self.vtables[template.vtable] = len(out)
             out += template.vtable
-        self._pad(template.align)
+        pad = -len(out) % template.align
+        if pad:
+            out += _ZEROS[:pad]
         at = len(out)
         out += template.packer.pack(at - vtable_at, *[0 if ref else fields[name] for name, ref in template.layout])
         # References point forward: the children are placed after this table.
@@ -166,7 +171,9 @@ class _Emitter:
         if kind == "table" or kind == "union":
             return self.table(value)
         if kind == "string":
-            self._pad(4)
+            pad = -len(out) % 4
+            if pad:
+                out += _ZEROS[:pad]
             at = len(out)
             out += _U32.pack(len(value))
             out += value
@@ -174,14 +181,22 @@ class _Emitter:
             return at
         if kind == "vector_scalar":
             size = _SIZES[field.type]
-            self._pad(max(4, size), 4)
+            pad = -(len(out) + 4) % (size if size > 4 else 4)
+            if pad:
+                out += _ZEROS[:pad]
             at = len(out)
             if isinstance(value, np.ndarray):
                 array = np.ascontiguousarray(value, dtype=NUMPY_DTYPES[field.type]).reshape(-1)
                 out += _U32.pack(array.size)
                 out += array.tobytes()
             else:
-                out += struct.pack(f"<I{len(value)}{_CODES[field.type]}", len(value), *value)
+                key = (len(value), field.type)
+                packer = _VECTORS.get(key)
+                if packer is None:
+                    packer = struct.Struct(f"<I{len(value)}{_CODES[field.type]}")
+                    if len(value) <= 64:  # shapes, operator inputs: a few lengths, many times
+                        _VECTORS[key] = packer
+                out += packer.pack(len(value), *value)
             return at
         # vector of tables or strings: a vector of offsets, filled in as the items are placed
         self._pad(4)

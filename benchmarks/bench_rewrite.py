@@ -1,0 +1,90 @@
+"""Speed and memory of ``tflite-fp16 IN OUT`` against the bare NumPy baseline.
+
+    python benchmarks/bench_rewrite.py [--repeats 5] [--workdir DIR]
+
+Builds its own synthetic models, then runs the rewriter (the ``tflite-fp16``
+command, end to end) and ``benchmarks/baseline.py`` (memory-map, find the
+float32 constants with the ``tflite`` package, ``np.clip`` + ``astype``, write)
+alternately, each in a fresh process, and prints medians and ratios:
+
+* a ~400 MB model of large FULLY_CONNECTED weights: time <= 1.2x baseline,
+  peak resident memory <= 1.25x the input file;
+* models of 1,000 to 20,000 small constants (half as many operators): time
+  <= 2x baseline at 20,000, and the time per constant roughly flat (linear);
+* ``import tflite_fp16`` <= 2x ``import numpy``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from common import CLI, HERE, compare, mb, remove
+import models
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tflite-fp16-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    baseline = [sys.executable, str(HERE / "baseline.py")]
+    failures = []
+
+    def case(name: str, path: Path):  # type: ignore[no-untyped-def]
+        ours_out, base_out = workdir / f"{name}.ours.tflite", workdir / f"{name}.baseline.bin"
+        commands = {"baseline": baseline + [str(path), str(base_out)], "tflite-fp16": [CLI, str(path), str(ours_out)]}
+        results = compare(commands, args.repeats, before_each=lambda _: remove(ours_out, base_out))
+        remove(ours_out, base_out)
+        return results
+
+    print(f"tflite-fp16 benchmark, {args.repeats} alternating runs each, medians; Python {sys.version.split()[0]}")
+    print()
+    print("Large weights (24 FULLY_CONNECTED layers of 2048 x 2048):")
+    path = workdir / "fc_400mb.tflite"
+    size = models.fc_chain(path, width=2048, layers=24, distinct=True)
+    results = case("fc_400mb", path)
+    (base_time, base_peak), (time, peak) = results["baseline"], results["tflite-fp16"]
+    print(f"  input {mb(size)}")
+    print(f"  wall time   baseline {base_time:.3f} s   tflite-fp16 {time:.3f} s   ratio {time / base_time:.2f} (target <= 1.20)")
+    print(f"  peak memory baseline {mb(base_peak)}   tflite-fp16 {mb(peak)}   tflite-fp16 / input file {peak / size:.2f} (target <= 1.25)")
+    if time / base_time > 1.2:
+        failures.append("400 MB time")
+    if peak / size > 1.25:
+        failures.append("400 MB memory")
+    remove(path)
+
+    print()
+    print("Many small constants (FULLY_CONNECTED 4x4 weights + bias, one op per two constants):")
+    print(f"  {'constants':>9} {'operators':>9} {'baseline s':>11} {'tflite-fp16 s':>14} {'ratio':>6} {'us/constant (ours)':>19}")
+    for count in (1000, 2000, 5000, 10000, 20000):
+        path = workdir / f"small_{count}.tflite"
+        models.many_small(path, count)
+        results = case(f"small_{count}", path)
+        (base_time, _), (time, _) = results["baseline"], results["tflite-fp16"]
+        print(f"  {count:>9,} {count // 2:>9,} {base_time:>11.3f} {time:>14.3f} {time / base_time:>6.2f} {1e6 * time / count:>19.1f}")
+        remove(path)
+    if time / base_time > 2.0:
+        failures.append("20,000 constants time")
+    print("  (target at 20,000: ratio <= 2.00; linear: us/constant flat as the count grows, start-up aside)")
+
+    print()
+    results = compare(
+        {"numpy": [sys.executable, "-c", "import numpy"], "tflite_fp16": [sys.executable, "-c", "import tflite_fp16"]},
+        max(args.repeats, 9),
+    )
+    ratio = results["tflite_fp16"][0] / results["numpy"][0]
+    print(f"Import: numpy {results['numpy'][0]:.3f} s   tflite_fp16 {results['tflite_fp16'][0]:.3f} s   ratio {ratio:.2f} (target <= 2.00)")
+    if ratio > 2.0:
+        failures.append("import time")
+    print()
+    print("all targets met" if not failures else "targets missed: " + ", ".join(failures))
+    return 0 if not failures else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

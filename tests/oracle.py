@@ -71,12 +71,18 @@ def op_of(code: Any) -> int:
 
 
 def buffer_data(model: Any, index: int) -> bytes:
+    """A buffer's data, inside the flatbuffer or after it (Buffer.offset/size, the offset layout)."""
     buffer = model.Buffers(index)
+    if buffer.Offset() > 1:
+        return bytes(model._tab.Bytes[buffer.Offset() : buffer.Offset() + buffer.Size()])
     return b"" if buffer.DataIsNone() else buffer.DataAsNumpy().tobytes()
 
 
 def buffer_data_offset(model: Any, index: int) -> Optional[int]:
+    """Where a buffer's data starts in the file."""
     buffer = model.Buffers(index)
+    if buffer.Offset() > 1:
+        return buffer.Offset()
     o = buffer._tab.Offset(4)
     return None if o == 0 else buffer._tab.Vector(o)
 

@@ -23,6 +23,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("input", help="float32 .tflite model")
     parser.add_argument("output", nargs="?", help="where to write the float16 model (may equal input)")
     parser.add_argument("--dry-run", action="store_true", help="print what would be converted and why not the rest; write nothing")
+    parser.add_argument(
+        "--layout",
+        choices=("auto", "normal", "offset"),
+        default="auto",
+        help="where buffer data goes: inside the flatbuffer (normal, up to 2 GiB), after it (offset: "
+        "Buffer.offset/size, as TensorFlow writes large models), or normal whenever it fits (auto, the default)",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -34,7 +41,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.output is None and not args.dry_run:
         parser.error("the output path is required (or use --dry-run)")
     try:
-        report = rewrite(args.input, args.output, dry_run=args.dry_run)
+        report = rewrite(args.input, args.output, dry_run=args.dry_run, layout=args.layout)
     except (InvalidModelError, UnsupportedModelError) as error:
         print(f"tflite-fp16: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

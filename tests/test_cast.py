@@ -44,3 +44,32 @@ def test_several_chunks_and_raw_bytes() -> None:
     result = cast_to_float16(x.view(np.uint8))  # buffer data arrives as bytes
     assert np.array_equal(result.data.view("<u2"), reference(x).view("<u2"))
     assert result.clipped == int(np.count_nonzero(np.abs(x) > 65504))
+
+
+def test_lazy_cast_in_parallel_blocks_equals_the_whole_cast() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tflite_fp16.cast import BLOCK_ELEMENTS, Float16Cast
+
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal(BLOCK_ELEMENTS * 2 + 1234) * 3e4).astype("<f4")
+    x[::1000] = 1e-9
+    lazy = Float16Cast(x.view(np.uint8))
+    assert lazy.nbytes == x.size * 2
+    with ThreadPoolExecutor(2) as executor:
+        blocks = list(lazy.blocks(executor, in_flight=2))
+    assert len(blocks) == 3
+    assert np.array_equal(np.concatenate(blocks).view("<u2"), reference(x).view("<u2"))
+    assert lazy.counts.clipped == int(np.count_nonzero(np.abs(x) > 65504))
+    assert lazy.counts.flushed == int(np.count_nonzero((reference(x) == 0) & (x != 0)))
+
+
+def test_batch_of_small_casts() -> None:
+    from tflite_fp16.cast import Float16Cast, cast_batch
+
+    arrays = [np.array(v, "<f4") for v in ([1.0, 7e4], [], [3e-9, -2.5], [65520.0])]
+    casts = [Float16Cast(a) for a in arrays]
+    cast_batch(casts)
+    for a, c in zip(arrays, casts):
+        assert np.array_equal(c.array().view("<u2"), reference(a).view("<u2"))
+    assert sum(c.counts.clipped for c in casts) == 2 and sum(c.counts.flushed for c in casts) == 1

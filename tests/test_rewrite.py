@@ -264,3 +264,28 @@ def test_golden_bytes(tmp_path: Path) -> None:
 
 GOLDEN_SIZE = 768
 GOLDEN_SHA256 = "ff7bd228153d29021550d374e8d209ba1448bea0a86d0170371c157bb8d7caeb"
+
+
+def test_counts_and_data_over_many_batches_of_small_buffers(tmp_path: Path) -> None:
+    """More small float32 buffers than one cast batch holds: every one exact, counts summed."""
+    rng = np.random.default_rng(3)
+    n_constants, size = 80, 60000  # 4.8 M values: more than one batch of small casts
+    values = [(rng.standard_normal(size) * 3e4).astype("<f4") for _ in range(n_constants)]
+    for v in values:
+        v[:5] = [1e-9, -1e-8, 7e4, -1e5, 0.0]
+    tensors = [tb.Tensor([size], name="x")]
+    operators = []
+    for i in range(n_constants):
+        tensors.append(tb.Tensor([size], name=f"c{i}", buffer=i + 1))
+        tensors.append(tb.Tensor([size], name=f"y{i}"))
+        operators.append(tb.Operator(0, [0 if i == 0 else 2 * i, 2 * i + 1], [2 * i + 2]))
+    model = tb.Model(
+        operator_codes=[tb.OperatorCode(tb.ADD)],
+        subgraphs=[tb.Subgraph(tensors, operators, inputs=[0], outputs=[len(tensors) - 1])],
+        buffers=[None] + [v.tobytes() for v in values],
+    )
+    report, _, _ = convert(tmp_path, model)  # checks every float16 byte
+    everything = np.concatenate(values)
+    half = np.clip(everything, -65504, 65504).astype("<f2")
+    assert report.clipped == int(np.count_nonzero(np.abs(everything) > 65504))
+    assert report.flushed == int(np.count_nonzero((half == 0) & (everything != 0)))

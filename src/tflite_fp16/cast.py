@@ -120,6 +120,10 @@ class Float16Cast:
             self._array, self.counts = result.data, CastCounts(result.clipped, result.flushed)
         return self._array
 
+    def release(self) -> None:
+        """Forget the float16 data once it is written (the counts stay)."""
+        self._array = None
+
     def blocks(self, executor: Executor, in_flight: int = 4) -> Iterator[np.ndarray]:
         """The float16 data in order, block by block, cast ``in_flight`` blocks ahead on ``executor``."""
         if self._array is not None or self.source.size <= BLOCK_ELEMENTS:

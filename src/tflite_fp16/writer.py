@@ -44,7 +44,8 @@ ALIGNMENT = 16
 TAIL_PADDING = 16
 FLATBUFFER_LIMIT = 2**31 - 1  # the largest flatbuffer (offsets are signed 32-bit)
 LAYOUTS = ("auto", "normal", "offset")
-_SMALL_CAST = 1 << 16  # elements; smaller float16 casts are done in one batch
+_SMALL_CAST = 1 << 16  # elements; smaller float16 casts are done in batches
+_BATCH_ELEMENTS = 1 << 22  # elements per batch: bounds the float16 data held before it is written
 _PLACEHOLDER_OFFSET = 2  # any value > 1 keeps Buffer.offset present until patched
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -250,7 +251,8 @@ def _layout_for(model: TFLiteModel, layout: str) -> Tuple[bytearray, List[Tuple[
 def _write_parts(handle: BinaryIO, model: TFLiteModel, layout: str) -> Tuple[int, CastCounts, str]:
     head, region, region_size, chosen = _layout_for(model, layout)
     casts = [data for _, data in region if isinstance(data, Float16Cast)]
-    cast_batch([c for c in casts if c.source.size <= _SMALL_CAST])
+    small = [c for c in casts if c.source.size <= _SMALL_CAST]
+    next_small = 0  # small casts before this index are cast already
     handle.write(head)
     written = 0
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as executor:
@@ -260,8 +262,17 @@ def _write_parts(handle: BinaryIO, model: TFLiteModel, layout: str) -> Tuple[int
             if chosen == "normal":
                 handle.write(_U32.pack(data.nbytes))
             if isinstance(data, Float16Cast):
+                if next_small < len(small) and data is small[next_small]:
+                    # Cast this and the next small buffers in one batch of bounded size.
+                    end, total = next_small, 0
+                    while end < len(small) and total < _BATCH_ELEMENTS:
+                        total += small[end].source.size
+                        end += 1
+                    cast_batch(small[next_small:end])
+                    next_small = end
                 for block in data.blocks(executor):
                     handle.write(memoryview(block).cast("B"))  # type: ignore[arg-type]
+                data.release()
             else:
                 handle.write(memoryview(np.ascontiguousarray(data)).cast("B"))  # type: ignore[arg-type]
             written = at + (4 if chosen == "normal" else 0) + data.nbytes

@@ -87,6 +87,16 @@ def test_min_runtime_version_is_raised_never_lowered(tmp_path: Path, old: str, n
     assert oracle.buffer_data(out, out.Metadata(0).Buffer()) == tb.version_bytes(new)
 
 
+def test_min_runtime_version_listed_in_deprecated_metadata_buffer_is_raised_in_place(tmp_path: Path) -> None:
+    """Older converters also list metadata buffers in Model.metadata_buffer; it must see the new version."""
+    model = tb.add_model()
+    model.metadata_buffer = [4]
+    _, _, target = convert(tmp_path, model)
+    out = tflite.Model.GetRootAs(target.read_bytes(), 0)
+    assert out.MetadataBufferAsNumpy().tolist() == [4] and out.Metadata(0).Buffer() == 4
+    assert oracle.buffer_data(out, 4) == tb.version_bytes("1.15.0")
+
+
 def test_min_runtime_version_untouched_when_nothing_converts(tmp_path: Path) -> None:
     model = tb.add_model()
     model.subgraphs[0].tensors[1].type = tb.INT32

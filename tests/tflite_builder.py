@@ -81,6 +81,7 @@ class Model:
     trailing: bytes = b""
     model_extra_slot: Optional[Tuple[int, int]] = None
     external_buffers: Dict[int, Tuple[int, int]] = field(default_factory=dict)  # index -> (Buffer.offset, Buffer.size)
+    metadata_buffer: Sequence[int] = ()  # the deprecated Model.metadata_buffer list
 
 
 def _int_vector(builder: flatbuffers.Builder, values: Sequence[int], dtype: str = "<i4") -> int:
@@ -268,12 +269,15 @@ def build(model: Model) -> bytes:
         signature_offsets.append(builder.EndObject())
     signatures = _table_vector(builder, signature_offsets) if model.signatures else None
     description = builder.CreateString(model.description)
+    metadata_buffer = _int_vector(builder, model.metadata_buffer) if model.metadata_buffer else None
     builder.StartObject(9 if model.model_extra_slot else 8)
     builder.PrependUint32Slot(0, 3, 0)
     builder.PrependUOffsetTRelativeSlot(1, codes, 0)
     builder.PrependUOffsetTRelativeSlot(2, subgraphs, 0)
     builder.PrependUOffsetTRelativeSlot(3, description, 0)
     builder.PrependUOffsetTRelativeSlot(4, buffers, 0)
+    if metadata_buffer is not None:
+        builder.PrependUOffsetTRelativeSlot(5, metadata_buffer, 0)
     if metadata is not None:
         builder.PrependUOffsetTRelativeSlot(6, metadata, 0)
     if signatures is not None:

@@ -21,10 +21,6 @@ DEQUANTIZED_SUFFIX = b"/dequantize"
 DENSIFIED_SUFFIX = b"/densify_fp16"
 
 
-def _int32(values: List[int]) -> Tuple[int, ...]:
-    return tuple(values)
-
-
 def apply_plan(model: TFLiteModel, plan: Plan, float16_data: Mapping[int, Any]) -> TFLiteModel:
     """The rewritten model. ``float16_data`` maps each converted buffer index to its float16
     data: an array, or a :class:`~tflite_fp16.cast.Float16Cast` the writer casts as it writes."""
@@ -99,7 +95,7 @@ def _rewrite_subgraph(
         return len(tensors) - 1
 
     def dequantize(source: int, output: int) -> Table:
-        return Table("Operator", {"opcode_index": dequantize_code, "inputs": _int32([source]), "outputs": _int32([output])})
+        return Table("Operator", {"opcode_index": dequantize_code, "inputs": (source,), "outputs": (output,)})
 
     dequantized: Dict[int, int] = {}  # converted tensor -> its DEQUANTIZE output
     operators: List[Table] = []
@@ -109,7 +105,7 @@ def _rewrite_subgraph(
             # sparse float16 -> DENSIFY -> new float16 tensor -> DEQUANTIZE -> the original output
             (output,) = op.ints("outputs")
             dense_half = new_tensor(tensors[output], FLOAT16, DENSIFIED_SUFFIX)
-            operators.append(op.replace(outputs=_int32([dense_half])))
+            operators.append(op.replace(outputs=(dense_half,)))
             operators.append(dequantize(dense_half, output))
             continue
         if not any(i in converted for i in inputs):
@@ -138,7 +134,9 @@ def _raise_min_runtime_version(
         size = max(16, old.size)
         data = np.zeros(size, np.uint8)
         data[: len(version)] = np.frombuffer(version.encode("ascii"), np.uint8)
-        shared = sum(1 for e in metadata if e.get("buffer") == b) > 1 or b in model.root.ints("metadata_buffer") or any(
+        # Model.metadata_buffer (deprecated) lists the same metadata buffers: it is not
+        # another reader, and it should see the raised version too.
+        shared = sum(1 for e in metadata if e.get("buffer") == b) > 1 or any(
             t.get("buffer") == b for sg in model.subgraphs for t in sg.tables("tensors")
         )
         if shared:

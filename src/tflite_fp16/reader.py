@@ -23,7 +23,6 @@ from .schema import NUMPY_DTYPES, SCALAR_FORMATS, SCHEMA, FieldSpec, TableSpec
 
 __all__ = ["read_model", "open_model", "parse_model"]
 
-_U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _I32 = struct.Struct("<i")
 _SIZES = {name: size for name, (_, size) in SCALAR_FORMATS.items()}

@@ -3,7 +3,7 @@
 Order of the output file:
 
 1. the flatbuffer tables, strings and small vectors, laid out front to back
-   (root first, every object after the one that refers to to it, so every
+   (root first, every object after the one that refers to it, so every
    offset points forward as flatbuffers require), vtables shared, padded to
    a multiple of 16 bytes;
 2. the data of every non-empty buffer, in buffer order, each starting at a

@@ -137,6 +137,7 @@ def check_rewrite(before: bytes, after: bytes) -> Set[Tuple[int, int]]:
     converted = expected_conversions(a)
     assert b.Version() == a.Version()
     assert b.Description() == a.Description()
+    assert dump(a)["MetadataBuffer"] == dump(b)["MetadataBuffer"]
     assert b.SubgraphsLength() == a.SubgraphsLength()
     assert [dump(a.SignatureDefs(i)) for i in range(a.SignatureDefsLength())] == [
         dump(b.SignatureDefs(i)) for i in range(b.SignatureDefsLength())

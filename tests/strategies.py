@@ -92,8 +92,9 @@ def models(draw: st.DrawFn) -> tb.Model:
         # A metadata entry that shares a buffer with a tensor (equal bytes deduplicated).
         candidates = [i for i in range(1, len(buffers))]
         metadata.append(("other_metadata", draw(st.sampled_from(candidates))) if candidates else ("empty", 0))
+    metadata_buffer = [b for _, b in metadata] if metadata and draw(st.booleans()) else []
     signatures = []
     if draw(st.booleans()):
         signatures.append(tb.Signature("serving_default", 0, [("in", 0)], [("out", subgraphs[0].outputs[0])] if subgraphs[0].outputs else []))
     trailing = draw(st.sampled_from([b"", b"PK\x03\x04 trailing zip bytes" * 3]))
-    return tb.Model(codes, subgraphs, buffers, metadata, signatures, trailing=trailing)
+    return tb.Model(codes, subgraphs, buffers, metadata, signatures, trailing=trailing, metadata_buffer=metadata_buffer)

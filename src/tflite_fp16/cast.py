@@ -88,13 +88,12 @@ def cast_to_float16(values: np.ndarray) -> CastResult:
     >>> result.data.tolist(), result.clipped, result.flushed
     ([1.0, 65504.0, 0.0], 1, 1)
     """
-    source = _as_float32(values)
-    out = np.empty(source.size, "<f2")
-    counts = _cast_into(source, out, np.empty(min(source.size, CHUNK_ELEMENTS), "<f4"))
+    out, counts = _cast_block(_as_float32(values))
     return CastResult(out, counts.clipped, counts.flushed)
 
 
 def _cast_block(source: np.ndarray) -> Tuple[np.ndarray, CastCounts]:
+    """A new float16 array for float32 ``source``, and the counts."""
     out = np.empty(source.size, "<f2")
     counts = _cast_into(source, out, np.empty(min(source.size, CHUNK_ELEMENTS), "<f4"))
     return out, counts

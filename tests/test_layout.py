@@ -13,7 +13,7 @@ import tflite
 import oracle
 import runtime
 import tflite_builder as tb
-from tflite_fp16 import RewriteError, rewrite
+from tflite_fp16 import InvalidModelError, RewriteError, rewrite
 from tflite_fp16 import writer
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -118,3 +118,37 @@ def test_cli_layout_option(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "offset layout" in result.stdout and is_offset_layout(out)
+
+
+def _with_external_custom_options(options: bytes) -> bytes:
+    """A model whose custom operator keeps its options after the flatbuffer, as TensorFlow
+    writes custom ops of models over 2 GB."""
+    model = tb.add_model()
+    model.operator_codes[0] = tb.OperatorCode(tb.CUSTOM, custom_code="BigOp")
+    op = model.subgraphs[0].operators[0]
+    op.large_custom_options = (1 << 40, len(options))  # placeholder of the same encoded size
+    head = tb.build(model)
+    offset = len(head) + (-len(head) % 16)
+    op.large_custom_options = (offset, len(options))
+    head = tb.build(model)
+    return head + bytes(offset - len(head)) + options
+
+
+def test_custom_options_after_the_flatbuffer_come_inside(tmp_path: Path) -> None:
+    options = bytes(range(256)) * 3
+    source, out = tmp_path / "in.tflite", tmp_path / "out.tflite"
+    source.write_bytes(_with_external_custom_options(options))
+    rewrite(source, out)
+    op = tflite.Model.GetRootAs(out.read_bytes(), 0).Subgraphs(0).Operators(0)
+    assert op.CustomOptionsAsNumpy().tobytes() == options
+    assert op.LargeCustomOptionsOffset() == 0 and op.LargeCustomOptionsSize() == 0
+    assert not out.read_bytes().endswith(options), "the options must not also be carried as trailing bytes"
+
+
+def test_custom_options_offset_beyond_the_file(tmp_path: Path) -> None:
+    content = _with_external_custom_options(b"x" * 64)[:-10]
+    source = tmp_path / "in.tflite"
+    source.write_bytes(content)
+    with pytest.raises(InvalidModelError, match="beyond the end of the file"):
+        rewrite(source, tmp_path / "out.tflite")
+    assert not (tmp_path / "out.tflite").exists()

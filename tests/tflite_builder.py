@@ -43,6 +43,7 @@ class Operator:
     fused_activation: Optional[int] = None  # writes FullyConnectedOptions when set
     custom_options: Optional[bytes] = None
     options_type: int = FULLY_CONNECTED_OPTIONS  # the union type written with fused_activation
+    large_custom_options: Optional[Tuple[int, int]] = None  # (offset, size) of custom options after the flatbuffer
 
 
 @dataclass
@@ -195,6 +196,9 @@ def _operator(builder: flatbuffers.Builder, op: Operator) -> int:
         builder.PrependUOffsetTRelativeSlot(4, options, 0)
     if custom is not None:
         builder.PrependUOffsetTRelativeSlot(5, custom, 0)
+    if op.large_custom_options is not None:
+        builder.PrependUint64Slot(9, op.large_custom_options[0], 0)
+        builder.PrependUint64Slot(10, op.large_custom_options[1], 0)
     return builder.EndObject()
 
 

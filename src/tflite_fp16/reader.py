@@ -205,6 +205,7 @@ def parse_model(data: Any) -> TFLiteModel:
     root_pos = parser._uoffset(0, "root table offset")
     root = parser.table(root_pos, SCHEMA.tables[SCHEMA.root_table], "Model")
     root, end = _external_buffers(root, data, size, parser.end)
+    root, end = _external_custom_options(root, data, size, end)
     # Zero padding after the last object belongs to the model: builders align
     # the end, and writers of buffer data add 16 bytes for XNNPACK.
     limit = min(size, end + (-end % 16) + 16)
@@ -244,6 +245,42 @@ def _external_buffers(root: Table, data: Any, size: int, end: int) -> Tuple[Tabl
     return root, end
 
 
+def _external_custom_options(root: Table, data: Any, size: int, end: int) -> Tuple[Table, int]:
+    """Custom options stored after the flatbuffer (``Operator.large_custom_options_offset
+    > 1``, models over 2 GB) become ordinary ``custom_options`` (a view of the same bytes),
+    which the writer keeps inside the flatbuffer.
+
+    Returns the root and the end of the last byte the model uses.
+    """
+    subgraphs = list(root.tables("subgraphs"))
+    changed = False
+    for s, subgraph in enumerate(subgraphs):
+        operators = list(subgraph.tables("operators"))
+        moved = False
+        for o, operator in enumerate(operators):
+            offset = operator.get("large_custom_options_offset")
+            if offset <= 1:
+                continue
+            length = operator.get("large_custom_options_size")
+            if "custom_options" in operator.fields:
+                raise InvalidModelError(f"subgraph {s} operator {o} has both custom_options and large_custom_options_offset")
+            if offset + length > size:
+                raise InvalidModelError(
+                    f"subgraph {s} operator {o} says its custom options are at offset {offset} (size {length}), "
+                    f"beyond the end of the file ({size} bytes): the file is truncated or corrupt"
+                )
+            fields = {k: v for k, v in operator.fields.items() if not k.startswith("large_custom_options_")}
+            fields["custom_options"] = np.frombuffer(data, np.uint8, length, offset)
+            operators[o] = Table("Operator", fields)
+            end = max(end, offset + length)
+            moved = changed = True
+        if moved:
+            subgraphs[s] = subgraph.replace(operators=tuple(operators))
+    if changed:
+        root = root.replace(subgraphs=tuple(subgraphs))
+    return root, end
+
+
 def _check_model(model: TFLiteModel) -> None:
     """Indices must point inside their lists; layouts the tool cannot carry are refused."""
     buffers = model.buffers
@@ -273,11 +310,6 @@ def _check_model(model: TFLiteModel) -> None:
                 )
             for name in ("inputs", "outputs", "intermediates"):
                 _check_tensor_indices(operator.ints(name), n_tensors, f"subgraph {s} operator {o} {name}", s, optional=True)
-            if operator.get("large_custom_options_offset") > 1:
-                raise UnsupportedModelError(
-                    f"subgraph {s} operator {o} keeps its custom options outside the flatbuffer "
-                    "(large_custom_options_offset/size); this version of tflite-fp16 does not read them yet"
-                )
     for d, signature in enumerate(model.root.tables("signature_defs")):
         s = signature.get("subgraph_index")
         if s >= n_subgraphs:

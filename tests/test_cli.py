@@ -61,3 +61,17 @@ def test_unwritable_output_exits_1(tmp_path: Path) -> None:
 def test_missing_output_argument_is_a_usage_error() -> None:
     result = run(str(DATA / "tiny_mlp.fp32.tflite"))
     assert result.returncode == 2 and "output" in result.stderr
+
+
+def test_unexpected_error_is_one_line_and_exit_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:  # type: ignore[type-arg]
+    from tflite_fp16 import cli, writer
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(writer, "_layout_for", broken)
+    status = cli.main([str(DATA / "tiny_mlp.fp32.tflite"), str(tmp_path / "out.tflite")])
+    captured = capsys.readouterr()
+    assert status == 1 and captured.out == ""
+    assert captured.err.strip().splitlines() == ["tflite-fp16: internal error: RuntimeError: simulated bug (please report it)"]
+    assert list(tmp_path.iterdir()) == []

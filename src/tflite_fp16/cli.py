@@ -51,6 +51,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("tflite-fp16: interrupted; no output written", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug: still one line, and no partial output (the writer cleans up)
+        print(f"tflite-fp16: internal error: {type(error).__name__}: {error} (please report it)", file=sys.stderr)
+        return EXIT_FAILURE
     if args.dry_run:
         print(report.plan.describe())
     print(report.summary())

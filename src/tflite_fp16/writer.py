@@ -27,9 +27,10 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
+from functools import lru_cache
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Dict, List, Optional, Tuple, Union
+from typing import Any, BinaryIO, Callable, Dict, List, Tuple, Union
 
 import numpy as np
 
@@ -70,6 +71,7 @@ class _Template:
     offsets: Dict[str, int]  # byte offset in the table of each field
 
 
+@lru_cache(maxsize=None)
 def _template(name: str, field_names: Tuple[str, ...]) -> _Template:
     """Fields largest first (then by slot), each aligned to its size, after the 4-byte soffset."""
     spec = SCHEMA.tables[name]
@@ -101,6 +103,47 @@ def _template(name: str, field_names: Tuple[str, ...]) -> _Template:
     return _Template(vtable, align, struct.Struct("".join(fmt)), tuple(layout), tuple(references), offsets)
 
 
+_REFERENCE_WRITERS = {
+    "table": "emitter.table({value})",
+    "union": "emitter.table({value})",
+    "string": "emitter.string({value})",
+    "vector_scalar": "emitter.vector({value}, {type!r})",
+    "vector_table": "emitter.tables({value})",
+    "vector_string": "emitter.strings({value})",
+}
+_EMITTERS: Dict[Tuple[str, Tuple[str, ...]], Callable[["_Emitter", Dict[str, Any]], int]] = {}
+
+
+def _compile(template: _Template) -> Callable[["_Emitter", Dict[str, Any]], int]:
+    """A function that writes one table of this template: the vtable (once), the
+    table, then each referenced object, patching the table's offsets to them.
+    Generated once per table shape: straight-line code is several times faster
+    than interpreting the template for each of a model's many thousand tables."""
+    values = ", ".join("0" if is_reference else f"fields[{name!r}]" for name, is_reference in template.layout)
+    lines = [
+        "def emit(emitter, fields):",
+        "    out = emitter.out",
+        "    vtable_at = emitter.vtables.get(VTABLE)",
+        "    if vtable_at is None:",
+        "        if len(out) % 2:",
+        "            out += ZEROS[:1]",
+        "        vtable_at = emitter.vtables[VTABLE] = len(out)",
+        "        out += VTABLE",
+        f"    pad = -len(out) % {template.align}",
+        "    if pad:",
+        "        out += ZEROS[:pad]",
+        "    at = len(out)",
+        f"    out += PACK(at - vtable_at{', ' if values else ''}{values})",
+    ]
+    for offset, name, field in template.references:
+        call = _REFERENCE_WRITERS[field.kind].format(value=f"fields[{name!r}]", type=field.type)
+        lines.append(f"    U32_INTO(out, at + {offset}, {call} - at - {offset})")
+    lines.append("    return at")
+    namespace: Dict[str, Any] = {"VTABLE": template.vtable, "PACK": template.packer.pack, "ZEROS": _ZEROS, "U32_INTO": _U32.pack_into}
+    exec("\n".join(lines), namespace)  # noqa: S102 (code built above from the schema record only)
+    return namespace["emit"]  # type: ignore[no-any-return]
+
+
 class _Emitter:
     """Lays out the tables of part 1 and the buffer data of part 2."""
 
@@ -108,7 +151,6 @@ class _Emitter:
         self.layout = layout
         self.out = bytearray()
         self.vtables: Dict[bytes, int] = {}
-        self.templates: Dict[Tuple[str, Tuple[str, ...]], _Template] = {}
         self.region: List[Tuple[int, Data]] = []  # (position in part 2, data)
         self.region_end = 0
         self.patches: List[Tuple[int, int]] = []  # (position in part 1, position in part 2)
@@ -116,7 +158,7 @@ class _Emitter:
     def _pad(self, alignment: int, extra: int = 0) -> None:
         pad = -(len(self.out) + extra) % alignment
         if pad:
-            self.out += bytes(pad)
+            self.out += _ZEROS[:pad]
 
     def _place_data(self, data: Data) -> int:
         """Reserve the data's place in part 2; return where it (or its length prefix) goes."""
@@ -130,86 +172,92 @@ class _Emitter:
         return at
 
     def table(self, table: Table) -> int:
+        """Write ``table`` and everything it refers to; return its position."""
         fields = table.fields
-        external = None
         if table.name == "Buffer" and "data" in fields and fields["data"].nbytes:
-            external = self._place_data(fields["data"])
-            if self.layout == "offset":
-                fields = dict(fields)
-                data = fields.pop("data")
-                fields.update(offset=_PLACEHOLDER_OFFSET, size=data.nbytes)
+            return self._buffer(fields)
         key = (table.name, tuple(fields))
-        template = self.templates.get(key)
-        if template is None:
-            template = self.templates[key] = _template(table.name, key[1])
+        emit = _EMITTERS.get(key)
+        if emit is None:
+            emit = _EMITTERS[key] = _compile(_template(table.name, key[1]))
+        return emit(self, fields)
+
+    def _buffer(self, fields: Dict[str, Any]) -> int:
+        """A Buffer whose data goes to part 2: its reference (the data offset, or
+        Buffer.offset in the offset layout) is a placeholder until :meth:`finish`."""
+        data = fields["data"]
+        external = self._place_data(data)
+        if self.layout == "offset":
+            fields = {k: v for k, v in fields.items() if k != "data"}
+            fields.update(offset=_PLACEHOLDER_OFFSET, size=data.nbytes)
+            reference = "offset"
+        else:
+            reference = "data"
+        template = _template("Buffer", tuple(fields))
         out = self.out
         vtable_at = self.vtables.get(template.vtable)
         if vtable_at is None:
-            if len(out) % 2:
-                out += b"\0"
+            self._pad(2)
             vtable_at = self.vtables[template.vtable] = len(out)
             out += template.vtable
-        pad = -len(out) % template.align
+        self._pad(template.align)
+        at = len(out)
+        out += template.packer.pack(at - vtable_at, *[0 if ref else fields[name] for name, ref in template.layout])
+        if any(name != "data" for _, name, _ in template.references):
+            raise AssertionError("Buffer has a reference field besides data: teach the writer about it")
+        self.patches.append((at + template.offsets[reference], external))
+        return at
+
+    def string(self, value: bytes) -> int:
+        out = self.out
+        pad = -len(out) % 4
         if pad:
             out += _ZEROS[:pad]
         at = len(out)
-        out += template.packer.pack(at - vtable_at, *[0 if ref else fields[name] for name, ref in template.layout])
-        # References point forward: the children are placed after this table.
-        for field_at, name, field in template.references:
-            where = at + field_at
-            if external is not None and name == "data":
-                self.patches.append((where, external))
-            else:
-                target = self.value(field, fields[name])
-                _U32.pack_into(out, where, target - where)
-        if external is not None and self.layout == "offset":
-            self.patches.append((at + template.offsets["offset"], external))
+        out += _U32.pack(len(value))
+        out += value
+        out += b"\0"
         return at
 
-    def value(self, field: Any, value: Any) -> int:
+    def vector(self, value: Any, scalar_type: str) -> int:
         out = self.out
-        kind = field.kind
-        if kind == "table" or kind == "union":
-            return self.table(value)
-        if kind == "string":
-            pad = -len(out) % 4
-            if pad:
-                out += _ZEROS[:pad]
-            at = len(out)
-            out += _U32.pack(len(value))
-            out += value
-            out += b"\0"
-            return at
-        if kind == "vector_scalar":
-            size = _SIZES[field.type]
-            pad = -(len(out) + 4) % (size if size > 4 else 4)
-            if pad:
-                out += _ZEROS[:pad]
-            at = len(out)
-            if isinstance(value, np.ndarray):
-                array = np.ascontiguousarray(value, dtype=NUMPY_DTYPES[field.type]).reshape(-1)
-                out += _U32.pack(array.size)
-                out += array.tobytes()
-            else:
-                key = (len(value), field.type)
-                packer = _VECTORS.get(key)
-                if packer is None:
-                    packer = struct.Struct(f"<I{len(value)}{_CODES[field.type]}")
-                    if len(value) <= 64:  # shapes, operator inputs: a few lengths, many times
-                        _VECTORS[key] = packer
-                out += packer.pack(len(value), *value)
-            return at
-        # vector of tables or strings: a vector of offsets, filled in as the items are placed
-        self._pad(4)
+        size = _SIZES[scalar_type]
+        pad = -(len(out) + 4) % (size if size > 4 else 4)
+        if pad:
+            out += _ZEROS[:pad]
         at = len(out)
-        count = len(value)
+        if isinstance(value, np.ndarray):
+            array = np.ascontiguousarray(value, dtype=NUMPY_DTYPES[scalar_type]).reshape(-1)
+            out += _U32.pack(array.size)
+            out += array.tobytes()
+            return at
+        key = (len(value), scalar_type)
+        packer = _VECTORS.get(key)
+        if packer is None:
+            packer = struct.Struct(f"<I{len(value)}{_CODES[scalar_type]}")
+            if len(value) <= 64:  # shapes, operator inputs: a few lengths, many times
+                _VECTORS[key] = packer
+        out += packer.pack(len(value), *value)
+        return at
+
+    def _offsets(self, targets_of: Callable[[Any], int], items: Any) -> int:
+        """A vector of offsets to ``items``, each written (after the vector) by ``targets_of``."""
+        self._pad(4)
+        out = self.out
+        at = len(out)
+        count = len(items)
         out += _U32.pack(count)
         out += bytes(4 * count)
-        place = self.table if kind == "vector_table" else (lambda s: self.value(_STRING, s))
-        targets = [place(item) for item in value]
+        targets = [targets_of(item) for item in items]
         first = at + 4
-        struct.pack_into(f"<{count}I", out, first, *[t - (first + 4 * i) for i, t in enumerate(targets)])
+        struct.pack_into(f"<{count}I", out, first, *[t - first - 4 * i for i, t in enumerate(targets)])
         return at
+
+    def tables(self, items: Any) -> int:
+        return self._offsets(self.table, items)
+
+    def strings(self, items: Any) -> int:
+        return self._offsets(self.string, items)
 
     def finish(self, root: Table) -> bytearray:
         self.out += bytes(4) + SCHEMA.file_identifier
@@ -223,13 +271,6 @@ class _Emitter:
             else:
                 _U32.pack_into(self.out, where, head + at - where)
         return self.out
-
-
-class _StringField:
-    kind = "string"
-
-
-_STRING = _StringField()
 
 
 def _layout_for(model: TFLiteModel, layout: str) -> Tuple[bytearray, List[Tuple[int, Data]], int, str]:

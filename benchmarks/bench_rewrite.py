@@ -62,25 +62,35 @@ def main() -> int:
     print("Many small constants (FULLY_CONNECTED 4x4 weights + bias, one op per two constants):")
     print(f"  {'constants':>9} {'operators':>9} {'baseline s':>11} {'tflite-fp16 s':>14} {'ratio':>6} {'marginal us/constant':>21}")
     previous = None
-    slopes = []
+    points = []
     for count in (1000, 2000, 5000, 10000, 20000):
         path = workdir / f"small_{count}.tflite"
         models.many_small(path, count)
         results = case(f"small_{count}", path)
         (base_time, _), (time, _) = results["baseline"], results["tflite-fp16"]
         slope = "" if previous is None else f"{1e6 * (time - previous[1]) / (count - previous[0]):.1f}"
-        if previous is not None:
-            slopes.append(1e6 * (time - previous[1]) / (count - previous[0]))
+        points.append((count, time))
         print(f"  {count:>9,} {count // 2:>9,} {base_time:>11.3f} {time:>14.3f} {time / base_time:>6.2f} {slope:>21}")
         previous = (count, time)
         remove(path)
     if time / base_time > 2.0:
         failures.append("20,000 constants time")
-    linear = max(slopes) <= 2 * min(slopes)
+    # Linear: a straight line fits the times, and the last (largest) step costs no more
+    # per constant than the line's slope (a quadratic part would make it grow).
+    n = [float(c) for c, _ in points]
+    t = [time for _, time in points]
+    mean_n, mean_t = sum(n) / len(n), sum(t) / len(t)
+    slope = sum((a - mean_n) * (b - mean_t) for a, b in zip(n, t)) / sum((a - mean_n) ** 2 for a in n)
+    intercept = mean_t - slope * mean_n
+    residual = sum((b - intercept - slope * a) ** 2 for a, b in zip(n, t))
+    r_squared = 1 - residual / sum((b - mean_t) ** 2 for b in t)
+    last_step = (t[-1] - t[-2]) / (n[-1] - n[-2])
+    linear = r_squared >= 0.99 and last_step <= 1.5 * slope
     if not linear:
         failures.append("linear growth")
-    print("  (target at 20,000: ratio <= 2.00; linear: the marginal cost of a constant stays flat "
-          f"as the count grows: {min(slopes):.1f} to {max(slopes):.1f} us, {'linear' if linear else 'NOT linear'})")
+    print(f"  fit: time = {intercept:.3f} s + {1e6 * slope:.1f} us x constants, R^2 = {r_squared:.4f}; "
+          f"last step {1e6 * last_step:.1f} us/constant: {'linear' if linear else 'NOT linear'}")
+    print("  (target at 20,000: ratio <= 2.00; linear: R^2 >= 0.99 and the last step <= 1.5 x the fitted slope)")
 
     print()
     results = compare(

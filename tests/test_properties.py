@@ -6,6 +6,7 @@ from pathlib import Path
 
 import tflite
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import oracle
 import strategies
@@ -16,12 +17,12 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 
 
 @SETTINGS
-@given(strategies.models())
-def test_rewrite_invariants(tmp_path: Path, description: tb.Model) -> None:
+@given(strategies.models(), st.sampled_from(["auto", "offset"]))
+def test_rewrite_invariants(tmp_path: Path, description: tb.Model, layout: str) -> None:
     source = tb.build(description)
     path_in, path_out, path_again = tmp_path / "in.tflite", tmp_path / "out.tflite", tmp_path / "again.tflite"
     path_in.write_bytes(source)
-    report = rewrite(path_in, path_out)
+    report = rewrite(path_in, path_out, layout=layout)
     output = path_out.read_bytes()
 
     converted = oracle.check_rewrite(source, output)
@@ -29,11 +30,11 @@ def test_rewrite_invariants(tmp_path: Path, description: tb.Model) -> None:
     assert output.endswith(description.trailing)
     assert path_in.read_bytes() == source, "the input was modified"
 
-    # Idempotent: the output rewritten again is byte-identical.
-    rewrite(path_out, path_again)
+    # Idempotent: the output rewritten again (in the same layout) is byte-identical.
+    rewrite(path_out, path_again, layout=layout)
     assert path_again.read_bytes() == output
     # Deterministic: the same input gives the same bytes.
-    rewrite(path_in, path_again)
+    rewrite(path_in, path_again, layout=layout)
     assert path_again.read_bytes() == output
 
 

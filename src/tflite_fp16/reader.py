@@ -204,8 +204,7 @@ def parse_model(data: Any) -> TFLiteModel:
     parser.end = 8
     root_pos = parser._uoffset(0, "root table offset")
     root = parser.table(root_pos, SCHEMA.tables[SCHEMA.root_table], "Model")
-    root, end = _external_buffers(root, data, size, parser.end)
-    root, end = _external_custom_options(root, data, size, end)
+    root, end = _external_data(root, data, size, parser.end)
     # Zero padding after the last object belongs to the model: builders align
     # the end, and writers of buffer data add 16 bytes for XNNPACK.
     limit = min(size, end + (-end % 16) + 16)
@@ -216,69 +215,52 @@ def parse_model(data: Any) -> TFLiteModel:
     return model
 
 
-def _external_buffers(root: Table, data: Any, size: int, end: int) -> Tuple[Table, int]:
-    """Buffers whose data lies after the flatbuffer (``Buffer.offset > 1``, models over
-    2 GB) get that data as a view, like any other buffer; the writer chooses the layout anew.
+def _inline(table: Table, offset_field: str, size_field: str, data_field: str, data: Any, size: int, what: str) -> Table:
+    """``table`` with the bytes its ``offset_field``/``size_field`` locate after the
+    flatbuffer moved into ``data_field``, as a bounds-checked view of the same bytes."""
+    offset, length = table.get(offset_field), table.get(size_field)
+    if data_field in table.fields:
+        raise InvalidModelError(f"{what} has both {data_field} and {offset_field} ({offset})")
+    if offset + length > size:
+        raise InvalidModelError(
+            f"{what} says its data is at offset {offset} (size {length}), beyond the end of the file "
+            f"({size} bytes): the file is truncated or corrupt"
+        )
+    fields = {k: v for k, v in table.fields.items() if k not in (offset_field, size_field)}
+    fields[data_field] = np.frombuffer(data, np.uint8, length, offset)
+    return Table(table.name, fields)
+
+
+def _external_data(root: Table, data: Any, size: int, end: int) -> Tuple[Table, int]:
+    """Data stored after the flatbuffer (the layout of models over 2 GB) becomes
+    ordinary fields that view the same bytes: ``Buffer.offset/size`` (offset > 1)
+    becomes ``Buffer.data``, and ``Operator.large_custom_options_offset/size``
+    becomes ``custom_options``. The writer chooses the layout anew.
 
     Returns the root and the end of the last byte the model uses.
     """
-    buffers = root.tables("buffers")
-    changed = {}
-    for b, buffer in enumerate(buffers):
-        offset = buffer.get("offset")
-        if offset <= 1:
-            continue
-        length = buffer.get("size")
-        if "data" in buffer.fields:
-            raise InvalidModelError(f"buffer {b} has both data and an offset ({offset}) to data after the flatbuffer")
-        if offset + length > size:
-            raise InvalidModelError(
-                f"buffer {b} says its data is at offset {offset} (size {length}), beyond the end of the file "
-                f"({size} bytes): the file is truncated or corrupt"
-            )
-        fields = {k: v for k, v in buffer.fields.items() if k not in ("offset", "size")}
-        fields["data"] = np.frombuffer(data, np.uint8, length, offset)
-        changed[b] = Table("Buffer", fields)
-        end = max(end, offset + length)
-    if changed:
-        root = root.replace(buffers=tuple(changed.get(b, buffer) for b, buffer in enumerate(buffers)))
-    return root, end
-
-
-def _external_custom_options(root: Table, data: Any, size: int, end: int) -> Tuple[Table, int]:
-    """Custom options stored after the flatbuffer (``Operator.large_custom_options_offset
-    > 1``, models over 2 GB) become ordinary ``custom_options`` (a view of the same bytes),
-    which the writer keeps inside the flatbuffer.
-
-    Returns the root and the end of the last byte the model uses.
-    """
+    changes = {}
+    buffers = list(root.tables("buffers"))
+    external = [b for b, buffer in enumerate(buffers) if buffer.get("offset") > 1]
+    for b in external:
+        end = max(end, buffers[b].get("offset") + buffers[b].get("size"))
+        buffers[b] = _inline(buffers[b], "offset", "size", "data", data, size, f"buffer {b}")
+    if external:
+        changes["buffers"] = tuple(buffers)
     subgraphs = list(root.tables("subgraphs"))
-    changed = False
     for s, subgraph in enumerate(subgraphs):
         operators = list(subgraph.tables("operators"))
-        moved = False
-        for o, operator in enumerate(operators):
-            offset = operator.get("large_custom_options_offset")
-            if offset <= 1:
-                continue
-            length = operator.get("large_custom_options_size")
-            if "custom_options" in operator.fields:
-                raise InvalidModelError(f"subgraph {s} operator {o} has both custom_options and large_custom_options_offset")
-            if offset + length > size:
-                raise InvalidModelError(
-                    f"subgraph {s} operator {o} says its custom options are at offset {offset} (size {length}), "
-                    f"beyond the end of the file ({size} bytes): the file is truncated or corrupt"
-                )
-            fields = {k: v for k, v in operator.fields.items() if not k.startswith("large_custom_options_")}
-            fields["custom_options"] = np.frombuffer(data, np.uint8, length, offset)
-            operators[o] = Table("Operator", fields)
-            end = max(end, offset + length)
-            moved = changed = True
-        if moved:
+        external = [o for o, operator in enumerate(operators) if operator.get("large_custom_options_offset") > 1]
+        for o in external:
+            end = max(end, operators[o].get("large_custom_options_offset") + operators[o].get("large_custom_options_size"))
+            operators[o] = _inline(
+                operators[o], "large_custom_options_offset", "large_custom_options_size", "custom_options",
+                data, size, f"subgraph {s} operator {o} (custom options)",
+            )
+        if external:
             subgraphs[s] = subgraph.replace(operators=tuple(operators))
-    if changed:
-        root = root.replace(subgraphs=tuple(subgraphs))
-    return root, end
+            changes["subgraphs"] = tuple(subgraphs)
+    return (root.replace(**changes) if changes else root), end
 
 
 def _check_model(model: TFLiteModel) -> None:

@@ -6,7 +6,8 @@ tflite_fp16's reader, plan or writer, so a bug there cannot hide itself.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Set, Tuple
+import fnmatch
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import flatbuffers
 import numpy as np
@@ -87,7 +88,7 @@ def buffer_data_offset(model: Any, index: int) -> Optional[int]:
     return None if o == 0 else buffer._tab.Vector(o)
 
 
-def expected_conversions(model: Any) -> Set[Tuple[int, int]]:
+def expected_conversions(model: Any, keep: Sequence[str] = (), min_elements: int = 0, custom_op_inputs: bool = False) -> Set[Tuple[int, int]]:
     """(subgraph, tensor) pairs the rule converts, computed from the input alone."""
     ops = [op_of(model.OperatorCodes(i)) for i in range(model.OperatorCodesLength())]
     result = set()
@@ -120,21 +121,27 @@ def expected_conversions(model: Any) -> Set[Tuple[int, int]]:
                 continue
             if t in boundary or tensor.IsVariable() or t in written or t not in readers:
                 continue
+            name = (tensor.Name() or b"").decode("utf-8", "replace")
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in keep):
+                continue
+            if tensor.Sparsity() is None and int(np.prod(tensor.ShapeAsNumpy() if not tensor.ShapeIsNone() else [])) < min_elements:
+                continue
             bad = False
             for o in readers[t]:
                 code = ops[sg.Operators(o).OpcodeIndex()]
-                if code == CUSTOM or hybrid(o) or (tensor.Sparsity() is not None and code != DENSIFY):
+                if (code == CUSTOM and not custom_op_inputs) or hybrid(o) or (tensor.Sparsity() is not None and code != DENSIFY):
                     bad = True
             if not bad:
                 result.add((s, t))
     return result
 
 
-def check_rewrite(before: bytes, after: bytes) -> Set[Tuple[int, int]]:
-    """Assert every rule of the rewrite; return the converted (subgraph, tensor) pairs."""
+def check_rewrite(before: bytes, after: bytes, **options: Any) -> Set[Tuple[int, int]]:
+    """Assert every rule of the rewrite (under ``options``, as :func:`expected_conversions`
+    takes them); return the converted (subgraph, tensor) pairs."""
     a = tflite.Model.GetRootAs(before, 0)
     b = tflite.Model.GetRootAs(after, 0)
-    converted = expected_conversions(a)
+    converted = expected_conversions(a, **options)
     assert b.Version() == a.Version()
     assert b.Description() == a.Description()
     assert dump(a)["MetadataBuffer"] == dump(b)["MetadataBuffer"]

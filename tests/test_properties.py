@@ -16,25 +16,37 @@ from tflite_fp16 import rewrite
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
+OPTIONS = st.one_of(
+    st.just({}),
+    st.fixed_dictionaries(
+        {
+            "keep": st.lists(st.sampled_from(["s0_const1", "*const2*", "s1_*", "nothing"]), max_size=2),
+            "min_elements": st.sampled_from([0, 2, 5]),
+            "custom_op_inputs": st.booleans(),
+        }
+    ),
+)
+
+
 @SETTINGS
-@given(strategies.models(), st.sampled_from(["auto", "offset"]))
-def test_rewrite_invariants(tmp_path: Path, description: tb.Model, layout: str) -> None:
+@given(strategies.models(), st.sampled_from(["auto", "offset"]), OPTIONS)
+def test_rewrite_invariants(tmp_path: Path, description: tb.Model, layout: str, options: dict) -> None:  # type: ignore[type-arg]
     source = tb.build(description)
     path_in, path_out, path_again = tmp_path / "in.tflite", tmp_path / "out.tflite", tmp_path / "again.tflite"
     path_in.write_bytes(source)
-    report = rewrite(path_in, path_out, layout=layout)
+    report = rewrite(path_in, path_out, layout=layout, **options)
     output = path_out.read_bytes()
 
-    converted = oracle.check_rewrite(source, output)
+    converted = oracle.check_rewrite(source, output, **options)
     assert report.tensors_converted == len(converted)
     assert output.endswith(description.trailing)
     assert path_in.read_bytes() == source, "the input was modified"
 
     # Idempotent: the output rewritten again (in the same layout) is byte-identical.
-    rewrite(path_out, path_again, layout=layout)
+    rewrite(path_out, path_again, layout=layout, **options)
     assert path_again.read_bytes() == output
     # Deterministic: the same input gives the same bytes.
-    rewrite(path_in, path_again, layout=layout)
+    rewrite(path_in, path_again, layout=layout, **options)
     assert path_again.read_bytes() == output
 
 

@@ -7,7 +7,7 @@
 
 from .api import Report, plan_file, rewrite
 from .errors import InvalidModelError, RewriteError, UnsupportedModelError
-from .plan import Plan
+from .plan import Options, Plan
 
-__all__ = ["rewrite", "plan_file", "Report", "Plan", "RewriteError", "InvalidModelError", "UnsupportedModelError"]
+__all__ = ["rewrite", "plan_file", "Report", "Plan", "Options", "RewriteError", "InvalidModelError", "UnsupportedModelError"]
 __version__ = "0.1.0"

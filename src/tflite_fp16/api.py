@@ -6,12 +6,12 @@ import gc
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Optional, Union
+from typing import Iterator, Optional, Sequence, Union
 
 from .cast import Float16Cast
 from .edit import apply_plan
 from .errors import InvalidModelError
-from .plan import Plan, make_plan
+from .plan import Options, Plan, make_plan
 from .reader import open_model
 from .writer import LAYOUTS, write_model
 
@@ -59,15 +59,24 @@ class Report:
 
 
 
-def plan_file(path_in: PathLike) -> Plan:
+def plan_file(path_in: PathLike, *, keep: Sequence[str] = (), min_elements: int = 0, custom_op_inputs: bool = False) -> Plan:
     """What :func:`rewrite` would convert in ``path_in``, and why not the rest.
 
     >>> print(plan_file("model.tflite").describe())     # doctest: +SKIP
     """
-    return rewrite(path_in, None, dry_run=True).plan
+    return rewrite(path_in, None, dry_run=True, keep=keep, min_elements=min_elements, custom_op_inputs=custom_op_inputs).plan
 
 
-def rewrite(path_in: PathLike, path_out: Optional[PathLike], *, dry_run: bool = False, layout: str = "auto") -> Report:
+def rewrite(
+    path_in: PathLike,
+    path_out: Optional[PathLike],
+    *,
+    dry_run: bool = False,
+    layout: str = "auto",
+    keep: Sequence[str] = (),
+    min_elements: int = 0,
+    custom_op_inputs: bool = False,
+) -> Report:
     """Write the float16 version of the float32 TFLite model ``path_in`` to ``path_out``.
 
     Every FLOAT32 constant that an operator reads is stored as float16 and
@@ -81,6 +90,10 @@ def rewrite(path_in: PathLike, path_out: Optional[PathLike], *, dry_run: bool = 
     (``Buffer.offset/size``, the layout TensorFlow uses for large models);
     ``"normal"`` or ``"offset"`` force one or the other.
 
+    ``keep`` (tensor-name patterns), ``min_elements`` and ``custom_op_inputs``
+    adjust what is converted; see :class:`~tflite_fp16.plan.Options`. The
+    defaults follow TensorFlow's rule.
+
     >>> report = rewrite("model.tflite", "model_fp16.tflite")   # doctest: +SKIP
     >>> print(report.summary())                                  # doctest: +SKIP
     10 tensors converted to float16; 20,520 -> 14,888 bytes (72.6%)
@@ -91,12 +104,17 @@ def rewrite(path_in: PathLike, path_out: Optional[PathLike], *, dry_run: bool = 
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+    if isinstance(keep, str):
+        raise TypeError("keep takes a sequence of patterns, not one string: keep=[pattern]")
+    if min_elements < 0:
+        raise ValueError(f"min_elements must be >= 0, not {min_elements}")
+    options = Options(tuple(keep), min_elements, custom_op_inputs)
     try:
         input_bytes = os.path.getsize(path_in)
     except FileNotFoundError:
         raise InvalidModelError(f"{os.fspath(path_in)}: no such file") from None
     with _no_cyclic_gc():
-        return _rewrite(path_in, path_out, input_bytes, dry_run, layout)
+        return _rewrite(path_in, path_out, input_bytes, dry_run, layout, options)
 
 
 @contextmanager
@@ -113,9 +131,9 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _rewrite(path_in: PathLike, path_out: Optional[PathLike], input_bytes: int, dry_run: bool, layout: str) -> Report:
+def _rewrite(path_in: PathLike, path_out: Optional[PathLike], input_bytes: int, dry_run: bool, layout: str, options: Options) -> Report:
     with open_model(path_in) as model:
-        plan = make_plan(model)
+        plan = make_plan(model, options)
         if dry_run or path_out is None:
             return Report(os.fspath(path_in), None, input_bytes, None, plan)
         # Cast lazily: the writer casts each buffer block by block as it writes it.

@@ -30,6 +30,18 @@ def _parser() -> argparse.ArgumentParser:
         help="where buffer data goes: inside the flatbuffer (normal, up to 2 GiB), after it (offset: "
         "Buffer.offset/size, as TensorFlow writes large models), or normal whenever it fits (auto, the default)",
     )
+    parser.add_argument(
+        "--keep", action="append", default=[], metavar="PATTERN",
+        help="keep tensors whose name matches PATTERN (fnmatch, e.g. '*/attention/*') float32; repeatable",
+    )
+    parser.add_argument(
+        "--min-elements", type=int, default=0, metavar="N",
+        help="keep constants of fewer than N values float32 (default 0: convert all, as TensorFlow does)",
+    )
+    parser.add_argument(
+        "--convert-custom-op-inputs", action="store_true",
+        help="also convert constants read by custom operators (only for kernels that take any float32 input)",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -40,8 +52,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.output is None and not args.dry_run:
         parser.error("the output path is required (or use --dry-run)")
+    if args.min_elements < 0:
+        parser.error("--min-elements must be 0 or more")
     try:
-        report = rewrite(args.input, args.output, dry_run=args.dry_run, layout=args.layout)
+        report = rewrite(
+            args.input, args.output, dry_run=args.dry_run, layout=args.layout,
+            keep=args.keep, min_elements=args.min_elements, custom_op_inputs=args.convert_custom_op_inputs,
+        )
     except (InvalidModelError, UnsupportedModelError) as error:
         print(f"tflite-fp16: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -20,6 +20,7 @@ across types): a conversion never changes what another tensor reads.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 from .errors import InvalidModelError
 from .model import BUILTIN_OPS, DENSIFY, DEQUANTIZE, FLOAT32, TENSOR_TYPES, Table, TFLiteModel, op_of
 
-__all__ = ["TensorRef", "BufferConversion", "SkippedTensor", "Plan", "make_plan", "DEQUANTIZE_MIN_VERSION", "MIN_RUNTIME_VERSION"]
+__all__ = ["Options", "TensorRef", "BufferConversion", "SkippedTensor", "Plan", "make_plan", "DEQUANTIZE_MIN_VERSION", "MIN_RUNTIME_VERSION"]
 
 DEQUANTIZE_MIN_VERSION = 3  # DEQUANTIZE with a float16 input (op_version.cc)
 MIN_RUNTIME_VERSION = "1.15.0"  # the first runtime with float16 DEQUANTIZE
@@ -36,6 +37,21 @@ MIN_RUNTIME_VERSION_KEY = b"min_runtime_version"
 _OP_NAMES = {v: k for k, v in BUILTIN_OPS.items()}
 _TYPE_NAMES = {v: k for k, v in TENSOR_TYPES.items()}
 _QUANTIZED_WEIGHT_TYPES = {TENSOR_TYPES[t] for t in ("INT8", "UINT8", "INT4") if t in TENSOR_TYPES}
+
+
+@dataclass(frozen=True)
+class Options:
+    """Choices that narrow (or widen) what the rewrite converts.
+
+    ``keep``: tensor names (``fnmatch`` patterns, e.g. ``"*/attention/*"``) that stay
+    float32. ``min_elements``: constants with fewer values stay float32 (they save
+    little and cost a DEQUANTIZE op each). ``custom_op_inputs``: also convert
+    constants read by custom operators, for kernels known to take any float32 input.
+    """
+
+    keep: Tuple[str, ...] = ()
+    min_elements: int = 0
+    custom_op_inputs: bool = False
 
 
 class TensorRef(NamedTuple):
@@ -138,8 +154,9 @@ def read_min_runtime_version(model: TFLiteModel) -> Optional[Tuple[int, str]]:
 class _Subgraph:
     """Who reads and who writes each tensor of one subgraph."""
 
-    def __init__(self, model: TFLiteModel, index: int, ops_of_codes: List[int]) -> None:
+    def __init__(self, model: TFLiteModel, index: int, ops_of_codes: List[int], options: Options) -> None:
         self.model = model
+        self.options = options
         self.index = index
         subgraph = model.subgraphs[index]
         self.tensors = subgraph.tables("tensors")
@@ -196,9 +213,17 @@ class _Subgraph:
             return f"written by {self.label(self.writer[t])}"
         if not self.readers.get(t):
             return "not read by any operator"
+        options = self.options
+        if options.keep:
+            name = _name(tensor.get("name"))
+            for pattern in options.keep:
+                if fnmatch.fnmatchcase(name, pattern):
+                    return f"kept float32 by the keep pattern {pattern!r}"
+        if options.min_elements and not tensor.has("sparsity") and math.prod(tensor.ints("shape")) < options.min_elements:
+            return f"fewer than {options.min_elements} values (min_elements)"
         for o in self.readers[t]:
-            if self.ops[o] == BUILTIN_OPS["CUSTOM"]:
-                return f"read by {self.label(o)}, whose kernel may need a constant input"
+            if self.ops[o] == BUILTIN_OPS["CUSTOM"] and not options.custom_op_inputs:
+                return f"read by {self.label(o)}, whose kernel may need a constant input (custom_op_inputs converts it)"
             if self.is_hybrid(o):
                 return f"read by hybrid {self.label(o)}, whose weights are already quantized"
             if tensor.has("sparsity") and (self.ops[o] != DENSIFY or len(self.operators[o].ints("outputs")) != 1):
@@ -206,8 +231,8 @@ class _Subgraph:
         return None
 
 
-def make_plan(model: TFLiteModel) -> Plan:
-    """The plan for ``model``; does not change it.
+def make_plan(model: TFLiteModel, options: Options = Options()) -> Plan:
+    """The plan for ``model`` under ``options``; does not change it.
 
     >>> from tflite_fp16.reader import read_model      # doctest: +SKIP
     >>> print(make_plan(read_model("model.tflite")).describe())   # doctest: +SKIP
@@ -225,7 +250,7 @@ def make_plan(model: TFLiteModel) -> Plan:
         kept_readers[index].append("Model.metadata_buffer")
 
     for s in range(len(model.subgraphs)):
-        subgraph = _Subgraph(model, s, ops_of_codes)
+        subgraph = _Subgraph(model, s, ops_of_codes, options)
         for t, tensor in enumerate(subgraph.tensors):
             b = tensor.get("buffer")
             data = model.buffer_data(b)

@@ -40,17 +40,16 @@ class Report:
     def summary(self) -> str:
         """One line: tensors converted and size before -> after."""
         if self.output_bytes is None:
-            line = f"{self.tensors_converted} tensors would be converted to float16 (dry run, nothing written)"
-        else:
-            line = f"{self.tensors_converted} tensors converted to float16"
-        if self.output_bytes is None:
-            line += f"; input {self.input_bytes:,} bytes"
-        else:
-            line += f"; {self.input_bytes:,} -> {self.output_bytes:,} bytes"
-            if self.input_bytes:
-                line += f" ({100.0 * self.output_bytes / self.input_bytes:.1f}%)"
-            if self.layout == "offset":
-                line += "; buffer data after the flatbuffer (offset layout)"
+            return (
+                f"{self.tensors_converted} tensors would be converted to float16 "
+                f"(dry run, nothing written); input {self.input_bytes:,} bytes"
+            )
+        line = f"{self.tensors_converted} tensors converted to float16"
+        line += f"; {self.input_bytes:,} -> {self.output_bytes:,} bytes"
+        if self.input_bytes:
+            line += f" ({100.0 * self.output_bytes / self.input_bytes:.1f}%)"
+        if self.layout == "offset":
+            line += "; buffer data after the flatbuffer (offset layout)"
         if self.clipped:
             line += f"; {self.clipped} values beyond +-65504 saturated"
         if self.flushed:

@@ -157,7 +157,6 @@ class _Subgraph:
     def __init__(self, model: TFLiteModel, index: int, ops_of_codes: List[int], options: Options) -> None:
         self.model = model
         self.options = options
-        self.index = index
         subgraph = model.subgraphs[index]
         self.tensors = subgraph.tables("tensors")
         self.operators = subgraph.tables("operators")

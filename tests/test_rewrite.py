@@ -299,3 +299,31 @@ def test_counts_and_data_over_many_batches_of_small_buffers(tmp_path: Path) -> N
     half = np.clip(everything, -65504, 65504).astype("<f2")
     assert report.clipped == int(np.count_nonzero(np.abs(everything) > 65504))
     assert report.flushed == int(np.count_nonzero((half == 0) & (everything != 0)))
+
+
+def test_weights_larger_than_a_cast_block_stream_through_the_writer(tmp_path: Path) -> None:
+    """A weight bigger than one cast block (8 MiB) is cast block by block on threads while written."""
+    from tflite_fp16.cast import BLOCK_ELEMENTS
+
+    rows, columns = 1536, 2048
+    assert rows * columns > BLOCK_ELEMENTS
+    rng = np.random.default_rng(7)
+    weights = (rng.standard_normal((rows, columns)) / np.sqrt(columns)).astype("<f4")
+    weights[0, :3] = [1e5, -1e6, 1e-9]
+    model = tb.Model(
+        operator_codes=[tb.OperatorCode(tb.FULLY_CONNECTED)],
+        subgraphs=[
+            tb.Subgraph(
+                tensors=[tb.Tensor([1, columns], name="x"), tb.Tensor([rows, columns], name="w", buffer=1), tb.Tensor([1, rows], name="y")],
+                operators=[tb.Operator(0, [0, 1, -1], [2])],
+                inputs=[0], outputs=[2],
+            )
+        ],
+        buffers=[None, weights.tobytes()],
+        signatures=[tb.Signature("serving_default", 0, [("x", 0)], [("y", 2)])],
+    )
+    report, source, target = convert(tmp_path, model)  # the oracle checks every float16 byte
+    assert report.clipped == 2 and report.flushed == 1
+    for resolver in runtime.RESOLVERS:
+        reference, converted = runtime.run(source, resolver), runtime.run(target, resolver)
+        np.testing.assert_allclose(converted["serving_default/y"][:, 1:], reference["serving_default/y"][:, 1:], atol=0.05)

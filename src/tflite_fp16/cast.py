@@ -128,10 +128,9 @@ class Float16Cast:
         if self._array is not None or self.source.size <= BLOCK_ELEMENTS:
             yield self.array()
             return
-        starts = range(0, self.source.size, BLOCK_ELEMENTS)
         pending = []
         counts = CastCounts()
-        for start in starts:
+        for start in range(0, self.source.size, BLOCK_ELEMENTS):
             pending.append(executor.submit(_cast_block, self.source[start : start + BLOCK_ELEMENTS]))
             if len(pending) >= in_flight:
                 block, block_counts = pending.pop(0).result()

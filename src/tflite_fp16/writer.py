@@ -155,8 +155,8 @@ class _Emitter:
         self.region_end = 0
         self.patches: List[Tuple[int, int]] = []  # (position in part 1, position in part 2)
 
-    def _pad(self, alignment: int, extra: int = 0) -> None:
-        pad = -(len(self.out) + extra) % alignment
+    def _pad(self, alignment: int) -> None:
+        pad = -len(self.out) % alignment
         if pad:
             self.out += _ZEROS[:pad]
 

@@ -88,9 +88,31 @@ def buffer_data_offset(model: Any, index: int) -> Optional[int]:
     return None if o == 0 else buffer._tab.Vector(o)
 
 
-def expected_conversions(model: Any, keep: Sequence[str] = (), min_elements: int = 0, custom_op_inputs: bool = False) -> Set[Tuple[int, int]]:
+def is_lossy(data: bytes, max_cast_error: float = 1e-3) -> bool:
+    """float16 cannot hold these float32 values faithfully: a value beyond +-65504 (NaN aside), or a
+    relative L2 cast error (over finite values, in float64) above ``max_cast_error``."""
+    x = np.frombuffer(data, "<f4").astype(np.float64)
+    if (np.abs(x[~np.isnan(x)]) > 65504).any():
+        return True
+    finite = x[np.isfinite(x)]
+    error = np.clip(finite, -65504, 65504).astype("<f2").astype(np.float64) - finite
+    norm = float(np.sqrt((finite**2).sum()))
+    if norm == 0:
+        return bool(error.any())
+    return float(np.sqrt((error**2).sum())) / norm > max_cast_error
+
+
+def name_matches(name: str, pattern: str) -> bool:
+    return any(fnmatch.fnmatchcase(part, pattern) for part in [name] + name.split(";"))
+
+
+def expected_conversions(model: Any, keep: Sequence[str] = (), min_elements: int = 0, custom_op_inputs: bool = False,
+                         skip_ops: Sequence[str] = (), lossy: str = "keep", max_cast_error: float = 1e-3) -> Set[Tuple[int, int]]:
     """(subgraph, tensor) pairs the rule converts, computed from the input alone."""
     ops = [op_of(model.OperatorCodes(i)) for i in range(model.OperatorCodesLength())]
+    builtin_names = {v: k for k, v in vars(tflite.BuiltinOperator).items() if isinstance(v, int)}
+    skipped_builtins = {n for n in skip_ops if not n.startswith("CUSTOM:")}
+    skipped_customs = {n[len("CUSTOM:"):] for n in skip_ops if n.startswith("CUSTOM:")}
     result = set()
     for s in range(model.SubgraphsLength()):
         sg = model.Subgraphs(s)
@@ -122,13 +144,21 @@ def expected_conversions(model: Any, keep: Sequence[str] = (), min_elements: int
             if t in boundary or tensor.IsVariable() or t in written or t not in readers:
                 continue
             name = (tensor.Name() or b"").decode("utf-8", "replace")
-            if any(fnmatch.fnmatchcase(name, pattern) for pattern in keep):
+            if any(name_matches(name, pattern) for pattern in keep):
+                continue
+            if lossy == "keep" and is_lossy(buffer_data(model, tensor.Buffer()), max_cast_error):
                 continue
             if tensor.Sparsity() is None and int(np.prod(tensor.ShapeAsNumpy() if not tensor.ShapeIsNone() else [])) < min_elements:
                 continue
             bad = False
             for o in readers[t]:
                 code = ops[sg.Operators(o).OpcodeIndex()]
+                if code == CUSTOM:
+                    custom = (model.OperatorCodes(sg.Operators(o).OpcodeIndex()).CustomCode() or b"").decode("utf-8", "replace")
+                    if custom in skipped_customs:
+                        bad = True
+                elif builtin_names.get(code) in skipped_builtins:
+                    bad = True
                 if (code == CUSTOM and not custom_op_inputs) or hybrid(o) or (tensor.Sparsity() is not None and code != DENSIFY):
                     bad = True
             if not bad:
@@ -142,6 +172,9 @@ def check_rewrite(before: bytes, after: bytes, **options: Any) -> Set[Tuple[int,
     a = tflite.Model.GetRootAs(before, 0)
     b = tflite.Model.GetRootAs(after, 0)
     converted = expected_conversions(a, **options)
+    if not converted:
+        assert bytes(after) == bytes(before), "nothing converts, yet the output differs from the input"
+        return converted
     assert b.Version() == a.Version()
     assert b.Description() == a.Description()
     assert dump(a)["MetadataBuffer"] == dump(b)["MetadataBuffer"]

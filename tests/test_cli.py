@@ -30,9 +30,10 @@ def test_success_prints_one_summary_line(tmp_path: Path) -> None:
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path) -> None:
-    result = run("--dry-run", str(DATA / "control_flow.fp32.tflite"), str(tmp_path / "out.tflite"))
+    result = run("--dry-run", "-v", str(DATA / "control_flow.fp32.tflite"), str(tmp_path / "out.tflite"))
     assert result.returncode == 0
-    assert "7 tensors in" in result.stdout and "a new buffer" in result.stdout
+    assert result.stdout.startswith("7 tensors would be converted to float16 (dry run, nothing written)")
+    assert result.stdout.count("  converted subgraph") == 7
     assert not (tmp_path / "out.tflite").exists()
 
 

@@ -26,9 +26,10 @@ def test_corpus_is_present() -> None:
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every model converted with TensorFlow's behaviour (lossy="convert")."""
     out = tmp_path_factory.mktemp("converted")
     for name in FP32_MODELS:
-        rewrite(DATA / f"{name}.fp32.tflite", out / f"{name}.tflite")
+        rewrite(DATA / f"{name}.fp32.tflite", out / f"{name}.tflite", lossy="convert")
     return out
 
 
@@ -46,10 +47,25 @@ def float16_constants(path: Path) -> Counter[Tuple[int, Tuple[int, ...], bytes]]
 
 
 @pytest.mark.parametrize("name", FP32_MODELS)
-def test_structure_follows_the_rule(name: str, converted: Path) -> None:
+def test_structure_follows_the_rule(name: str, converted: Path, tmp_path: Path) -> None:
     before = (DATA / f"{name}.fp32.tflite").read_bytes()
-    after = (converted / f"{name}.tflite").read_bytes()
-    assert oracle.check_rewrite(before, after)
+    assert oracle.check_rewrite(before, (converted / f"{name}.tflite").read_bytes(), lossy="convert")
+    # The default keeps lossy constants float32; only fp16_range has any.
+    report = rewrite(DATA / f"{name}.fp32.tflite", tmp_path / "default.tflite")
+    oracle.check_rewrite(before, (tmp_path / "default.tflite").read_bytes())
+    assert bool(report.plan.kept_by_reason().get("lossy")) == (name == "fp16_range")
+
+
+def test_default_keeps_fp16_range_constants_and_computes_what_float32_computes(tmp_path: Path) -> None:
+    """fp16_range's constants lie beyond +-65504 or below float16's range: TensorFlow's rule breaks the
+    model (relative L2 0.64), the default keeps them float32 and says why."""
+    source, out = DATA / "fp16_range.fp32.tflite", tmp_path / "out.tflite"
+    report = rewrite(source, out)
+    assert report.tensors_converted == 0 and [k.reason for k in report.kept] == ["lossy"] * 3
+    details = " ".join(k.detail for k in report.kept)
+    assert "beyond +-65504" in details and "would become 0" in details
+    assert out.read_bytes() == source.read_bytes()
+    assert report.summary() == "nothing to convert: 3 float32 constants kept (3 lossy); input copied unchanged"
 
 
 @pytest.mark.parametrize("name", FP32_MODELS)
@@ -81,8 +97,11 @@ def test_models_without_float32_constants_come_out_unchanged(file_name: str, tmp
     """TensorFlow's float16 files and the full-integer model: nothing to convert, same outputs."""
     source = DATA / file_name
     report = rewrite(source, tmp_path / "again.tflite")
-    assert report.tensors_converted == 0
-    oracle.check_rewrite(source.read_bytes(), (tmp_path / "again.tflite").read_bytes())
+    assert report.tensors_converted == 0 and report.unchanged
+    assert (tmp_path / "again.tflite").read_bytes() == source.read_bytes()
+    assert report.summary().startswith("nothing to convert: ")
+    if "tf_fp16" in file_name:
+        assert "float16 already" in report.summary()
     before, after = runtime.run(source), runtime.run(tmp_path / "again.tflite")
     assert before.keys() == after.keys()
     for key in before:
@@ -95,7 +114,7 @@ def test_dynamic_range_model_keeps_hybrid_inputs_float32(tmp_path: Path) -> None
     # Biases of the hybrid CONV_2D / FULLY_CONNECTED stay float32; only the float
     # depthwise kernel and its bias (read by a float DEPTHWISE_CONV_2D) convert.
     assert report.tensors_converted == 2
-    assert sum("hybrid" in s.reason for s in report.plan.skipped) == 3
+    assert report.plan.kept_by_reason() == {"hybrid_operator": 3}
     oracle.check_rewrite(source.read_bytes(), (tmp_path / "out.tflite").read_bytes())
     for resolver in runtime.RESOLVERS:
         before = runtime.run(source, resolver)

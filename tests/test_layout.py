@@ -46,15 +46,26 @@ def test_offset_layout_runs_like_the_normal_one(name: str, tmp_path: Path) -> No
 
 @pytest.mark.parametrize("name", MODELS)
 def test_offset_layout_input_is_written_normal_when_it_fits(name: str, tmp_path: Path) -> None:
-    offset_fp32, back = tmp_path / "offset.tflite", tmp_path / "normal.tflite"
-    # TensorFlow's float16 file, laid out with its data after the flatbuffer.
-    rewrite(DATA / f"{name}.tf_fp16.tflite", offset_fp32, layout="offset")
+    from tflite_fp16.reader import read_model
+
+    offset_fp32, back, normal = tmp_path / "offset.tflite", tmp_path / "back.tflite", tmp_path / "normal.tflite"
+    # The float32 model, laid out with its data after the flatbuffer.
+    writer.write_model(read_model(DATA / f"{name}.fp32.tflite"), offset_fp32, layout="offset")
     assert is_offset_layout(offset_fp32)
     report = rewrite(offset_fp32, back)
     assert report.layout == "normal" and not is_offset_layout(back)
     oracle.check_rewrite(offset_fp32.read_bytes(), back.read_bytes())
-    for key, value in runtime.run(offset_fp32).items():
+    rewrite(DATA / f"{name}.fp32.tflite", normal)
+    for key, value in runtime.run(normal).items():
         np.testing.assert_array_equal(runtime.run(back)[key], value)
+
+
+def test_nothing_to_convert_copies_the_input_whatever_the_layout(tmp_path: Path) -> None:
+    """TensorFlow's float16 file has no float32 constant: the output is its bytes, even when a layout is asked for."""
+    source, out = DATA / "small_cnn.tf_fp16.tflite", tmp_path / "out.tflite"
+    report = rewrite(source, out, layout="offset")
+    assert report.unchanged and report.layout is None
+    assert out.read_bytes() == source.read_bytes()
 
 
 def test_float32_offset_input_converts(tmp_path: Path) -> None:
@@ -138,8 +149,8 @@ def test_custom_options_after_the_flatbuffer_come_inside(tmp_path: Path) -> None
     options = bytes(range(256)) * 3
     source, out = tmp_path / "in.tflite", tmp_path / "out.tflite"
     source.write_bytes(_with_external_custom_options(options))
-    rewrite(source, out)
-    op = tflite.Model.GetRootAs(out.read_bytes(), 0).Subgraphs(0).Operators(0)
+    assert rewrite(source, out, custom_op_inputs=True).tensors_converted == 1  # something converts: the file is rewritten
+    op = tflite.Model.GetRootAs(out.read_bytes(), 0).Subgraphs(0).Operators(1)  # after the new DEQUANTIZE
     assert op.CustomOptionsAsNumpy().tobytes() == options
     assert op.LargeCustomOptionsOffset() == 0 and op.LargeCustomOptionsSize() == 0
     assert not out.read_bytes().endswith(options), "the options must not also be carried as trailing bytes"

@@ -23,6 +23,9 @@ OPTIONS = st.one_of(
             "keep": st.lists(st.sampled_from(["s0_const1", "*const2*", "s1_*", "nothing"]), max_size=2),
             "min_elements": st.sampled_from([0, 2, 5]),
             "custom_op_inputs": st.booleans(),
+            "skip_ops": st.lists(st.sampled_from(["ADD", "MUL", "CUSTOM:MyCustomOp", "CUSTOM:other"]), max_size=2),
+            "lossy": st.sampled_from(["keep", "convert"]),
+            "max_cast_error": st.sampled_from([1e-3, 1e-5, 0.5]),
         }
     ),
 )

@@ -6,6 +6,7 @@ import hashlib
 import io
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,13 +21,13 @@ from tflite_fp16.reader import open_model
 DATA = Path(__file__).resolve().parent / "data"
 
 
-def convert(tmp_path: Path, model: tb.Model) -> tuple:  # type: ignore[type-arg]
+def convert(tmp_path: Path, model: tb.Model, **options: Any) -> tuple:  # type: ignore[type-arg]
     source, target = tmp_path / "in.tflite", tmp_path / "out.tflite"
     content = tb.build(model)
     source.write_bytes(content)
-    report = rewrite(source, target)
+    report = rewrite(source, target, **options)
     output = target.read_bytes()
-    oracle.check_rewrite(content, output)
+    oracle.check_rewrite(content, output, **options)
     return report, source, target
 
 
@@ -220,7 +221,8 @@ def test_hybrid_operator_inputs_stay_float32(tmp_path: Path) -> None:
     )
     report, source, target = convert(tmp_path, model)
     assert [t.name for t in report.plan.tensors] == ["c"]
-    assert [(s.tensor.name, "hybrid" in s.reason) for s in report.plan.skipped] == [("b", True)]
+    assert [(k.tensor.name, k.reason) for k in report.kept] == [("b", "hybrid_operator")]
+    assert "hybrid operator 0 (FULLY_CONNECTED)" in report.kept[0].detail
     assert_same_outputs(source, target)
 
 
@@ -230,7 +232,7 @@ def test_custom_operator_inputs_and_options_are_kept(tmp_path: Path) -> None:
     model.subgraphs[0].operators[0].custom_options = b"\x00custom\xffoptions"
     report, _, _ = convert(tmp_path, model)
     assert report.tensors_converted == 0
-    assert "custom 'MyOp'" in report.plan.skipped[0].reason
+    assert report.kept[0].reason == "custom_operator" and "custom 'MyOp'" in report.kept[0].detail
 
 
 def test_same_path_in_and_out(tmp_path: Path) -> None:
@@ -247,8 +249,9 @@ def test_dry_run_writes_nothing_and_explains(tmp_path: Path) -> None:
     assert len(plan.tensors) == 26
     assert "26 tensors" in plan.describe() and "min_runtime_version 1.13.1 -> 1.15.0" in plan.describe()
     assert "hybrid operator 0 (CONV_2D)" in plan_file(DATA / "int8_dynrange.int8.tflite").describe()
-    report = rewrite(DATA / "lstm_seq.fp32.tflite", tmp_path / "out.tflite", dry_run=True)
-    assert report.output_bytes is None and not (tmp_path / "out.tflite").exists()
+    report = rewrite(DATA / "lstm_seq.fp32.tflite", None)
+    assert report.dry_run and report.size_after is None and not list(tmp_path.iterdir())
+    assert len(report.converted) == 26 and all(c.rel_l2_error < 1e-3 for c in report.converted)
 
 
 def test_weights_are_views_into_the_mapped_file() -> None:
@@ -294,11 +297,13 @@ def test_counts_and_data_over_many_batches_of_small_buffers(tmp_path: Path) -> N
         subgraphs=[tb.Subgraph(tensors, operators, inputs=[0], outputs=[len(tensors) - 1])],
         buffers=[None] + [v.tobytes() for v in values],
     )
-    report, _, _ = convert(tmp_path, model)  # checks every float16 byte
-    everything = np.concatenate(values)
-    half = np.clip(everything, -65504, 65504).astype("<f2")
-    assert report.clipped == int(np.count_nonzero(np.abs(everything) > 65504))
-    assert report.flushed == int(np.count_nonzero((half == 0) & (everything != 0)))
+    report, _, _ = convert(tmp_path, model, lossy="convert")  # checks every float16 byte
+    for value, entry in zip(values, report.converted):
+        half = np.clip(value, -65504, 65504).astype("<f2")
+        assert entry.saturated == int(np.count_nonzero(np.abs(value) > 65504))
+        assert entry.flushed == int(np.count_nonzero((half == 0) & (value != 0)))
+        assert entry.lossy  # values beyond 65504
+    assert len(report.warnings) == n_constants
 
 
 def test_weights_larger_than_a_cast_block_stream_through_the_writer(tmp_path: Path) -> None:
@@ -322,8 +327,9 @@ def test_weights_larger_than_a_cast_block_stream_through_the_writer(tmp_path: Pa
         buffers=[None, weights.tobytes()],
         signatures=[tb.Signature("serving_default", 0, [("x", 0)], [("y", 2)])],
     )
-    report, source, target = convert(tmp_path, model)  # the oracle checks every float16 byte
-    assert report.clipped == 2 and report.flushed == 1
+    report, source, target = convert(tmp_path, model, lossy="convert")  # the oracle checks every float16 byte
+    (entry,) = report.converted
+    assert (entry.saturated, entry.infinity, entry.flushed) == (2, False, 1) and entry.lossy
     for resolver in runtime.RESOLVERS:
         reference, converted = runtime.run(source, resolver), runtime.run(target, resolver)
         np.testing.assert_allclose(converted["serving_default/y"][:, 1:], reference["serving_default/y"][:, 1:], atol=0.05)

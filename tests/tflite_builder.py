@@ -318,3 +318,50 @@ def add_model(weights: Sequence[float] = (1.5, -2.0, 3.25, 0.5)) -> Model:
         metadata=[("min_runtime_version", 4)],
         signatures=[Signature("serving_default", 0, [("x", 0)], [("y", 2)])],
     )
+
+
+MINIMUM, MAXIMUM, LOG, SUB = 57, 55, 73, 41
+
+
+def frontend_model(width: int = 8, clamp: float = float("inf"), epsilon: float = 1e-10) -> Model:
+    """A runnable audio-front-end-like model, as real wake-word and audio models have:
+    ``y = log(max(min(x * gain, clamp), epsilon)) + bias``.
+
+    The clamp (+inf) and the epsilon (1e-10) are constants float16 cannot hold:
+    TensorFlow's rule turns them into 65504 and 0, which pins large signals and
+    gives -inf on silence. ``gain`` (256, exact in float16) and ``bias``
+    (ordinary values) convert harmlessly.
+    """
+    bias = np.linspace(-0.9, 0.7, width).astype("<f4")
+    return Model(
+        operator_codes=[OperatorCode(MUL), OperatorCode(MINIMUM), OperatorCode(MAXIMUM), OperatorCode(LOG), OperatorCode(ADD)],
+        subgraphs=[
+            Subgraph(
+                tensors=[
+                    Tensor([1, width], name="audio"),
+                    Tensor([1], name="frontend/gain", buffer=1),
+                    Tensor([1, width], name="frontend/scaled"),
+                    Tensor([1], name="frontend/clamp_max", buffer=2),
+                    Tensor([1, width], name="frontend/clamped"),
+                    Tensor([1], name="frontend/log_epsilon", buffer=3),
+                    Tensor([1, width], name="frontend/floored"),
+                    Tensor([1, width], name="frontend/log"),
+                    Tensor([width], name="frontend/bias", buffer=4),
+                    Tensor([1, width], name="features"),
+                ],
+                operators=[
+                    Operator(0, [0, 1], [2]),
+                    Operator(1, [2, 3], [4]),
+                    Operator(2, [4, 5], [6]),
+                    Operator(3, [6], [7]),
+                    Operator(4, [7, 8], [9]),
+                ],
+                inputs=[0],
+                outputs=[9],
+                name="main",
+            )
+        ],
+        buffers=[None, float_bytes([256.0]), float_bytes([clamp]), float_bytes([epsilon]), bias.tobytes(), version_bytes("1.14.0")],
+        metadata=[("min_runtime_version", 5)],
+        signatures=[Signature("serving_default", 0, [("audio", 0)], [("features", 9)])],
+    )

@@ -1,123 +1,328 @@
-"""The public entry points: :func:`rewrite` and :func:`plan_file`."""
+"""The public entry points: :func:`rewrite`, :func:`rewrite_bytes` and :func:`plan_file`.
+
+Each takes the same options: an :class:`~tflite_fp16.options.Options` and/or
+keyword arguments named after its fields.
+"""
 
 from __future__ import annotations
 
 import gc
+import math
 import os
+import time
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, Union
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple, Union
 
-from .cast import Float16Cast
+from .cast import CastStats, Float16Cast, measure
 from .edit import apply_plan
-from .errors import InvalidModelError
-from .plan import Options, Plan, make_plan
-from .reader import open_model
-from .writer import LAYOUTS, write_model
+from .errors import InvalidModelError, VerificationError
+from .model import TFLiteModel
+from .options import Options
+from .plan import KeptTensor, Plan, make_plan
+from .reader import open_model, parse_model
+from .text import quote
+from .writer import copy_file, serialize, write_model
 
-__all__ = ["Report", "rewrite", "plan_file"]
+__all__ = ["Report", "ConvertedTensor", "rewrite", "rewrite_bytes", "plan_file"]
 
 PathLike = Union[str, "os.PathLike[str]"]
+BytesLike = Union[bytes, bytearray, memoryview]
+
+
+class ConvertedTensor(NamedTuple):
+    """A tensor that became FLOAT16, and what the cast did to its values."""
+
+    subgraph: int
+    tensor: int
+    name: str
+    shape: Tuple[int, ...]
+    elements: int
+    buffer: int  # the input's buffer index
+    saturated: int  # values beyond +-65504, now +-65504
+    infinity: bool  # an infinity was among the saturated values
+    flushed: int  # non-zero values that became zero
+    max_abs_error: float
+    rel_l2_error: float
+    lossy: str  # why the cast is lossy (converted under lossy="convert"); "" otherwise
 
 
 @dataclass(frozen=True)
 class Report:
-    """What :func:`rewrite` did."""
+    """What :func:`rewrite` did (or, for a dry run, would do), tensor by tensor."""
 
-    input_path: str
-    output_path: Optional[str]  # None for a dry run
-    input_bytes: int
-    output_bytes: Optional[int]  # None for a dry run
+    input: str
+    output: Optional[str]  # None for a dry run
+    size_before: int
+    size_after: Optional[int]  # None for a dry run
+    layout: Optional[str]  # "normal" or "offset" (buffer data after the flatbuffer); None for a dry run
     plan: Plan
-    clipped: int = 0  # values beyond +-65504, saturated to +-65504
-    flushed: int = 0  # non-zero values too small for float16, now zero
-    layout: Optional[str] = None  # "normal" or "offset" (buffer data after the flatbuffer); None for a dry run
+    options: Options
+    cast_stats: Mapping[int, CastStats] = field(default_factory=dict, repr=False)  # by input buffer index
+    dequantize_ops_added: int = 0
+    seconds: float = 0.0
+    verification: Any = None  # a VerifyReport when options.verify
+
+    @property
+    def dry_run(self) -> bool:
+        return self.output is None
+
+    @property
+    def unchanged(self) -> bool:
+        """Nothing was converted: the output holds the input's bytes."""
+        return not self.plan.conversions
 
     @property
     def tensors_converted(self) -> int:
         return len(self.plan.tensors)
 
+    @cached_property
+    def converted(self) -> Tuple[ConvertedTensor, ...]:
+        """Every tensor that became FLOAT16, in (subgraph, tensor) order."""
+        entries = []
+        for conversion in self.plan.conversions:
+            stats = self.cast_stats.get(conversion.buffer)
+            for ref in conversion.tensors:
+                entries.append(
+                    ConvertedTensor(
+                        ref.subgraph, ref.tensor, ref.name, ref.shape, conversion.elements, conversion.buffer,
+                        stats.saturated if stats else 0, bool(stats and stats.infinities), stats.flushed if stats else 0,
+                        stats.max_abs_error if stats else math.nan, stats.rel_l2_error if stats else math.nan,
+                        conversion.lossy,
+                    )
+                )
+        entries.sort(key=lambda e: (e.subgraph, e.tensor))
+        return tuple(entries)
+
+    @property
+    def kept(self) -> Tuple[KeptTensor, ...]:
+        """Every FLOAT32 constant that stays FLOAT32, with its reason."""
+        return self.plan.kept
+
+    @property
+    def saturated(self) -> int:
+        return sum(s.saturated for s in self.cast_stats.values())
+
+    @property
+    def flushed(self) -> int:
+        return sum(s.flushed for s in self.cast_stats.values())
+
+    @property
+    def min_runtime_version(self) -> Tuple[Optional[str], Optional[str]]:
+        """(before, after) of the min_runtime_version metadata (None when the model has none)."""
+        before = self.plan.runtime_version
+        raised = self.plan.min_runtime_version
+        return before, (raised[1] if raised and not self.dry_run and self.plan.conversions else before)
+
+    @property
+    def warnings(self) -> Tuple[str, ...]:
+        """Options that matched nothing, and every lossy tensor converted anyway."""
+        lossy = tuple(
+            f"lossy constant converted: subgraph {t.subgraph} tensor {t.tensor} {quote(t.name)}: {c.lossy}"
+            for c in self.plan.lossy_conversions
+            for t in c.tensors
+        )
+        return self.plan.warnings + lossy
+
     def summary(self) -> str:
-        """One line: tensors converted and size before -> after."""
-        if self.output_bytes is None:
-            return (
-                f"{self.tensors_converted} tensors would be converted to float16 "
-                f"(dry run, nothing written); input {self.input_bytes:,} bytes"
-            )
-        line = f"{self.tensors_converted} tensors converted to float16"
-        line += f"; {self.input_bytes:,} -> {self.output_bytes:,} bytes"
-        if self.input_bytes:
-            line += f" ({100.0 * self.output_bytes / self.input_bytes:.1f}%)"
-        if self.layout == "offset":
-            line += "; buffer data after the flatbuffer (offset layout)"
-        if self.clipped:
-            line += f"; {self.clipped} values beyond +-65504 saturated"
+        """One line: what was converted, sizes, and totals of saturated and flushed values."""
+        if not self.plan.conversions:
+            line = self.plan.nothing_to_convert()
+            if not self.dry_run:
+                line += "; input copied unchanged" if self.output != self.input else "; file left unchanged"
+            return line
+        kept = len(self.plan.kept)
+        lossy = self.plan.kept_by_reason().get("lossy", 0)
+        verb = "would be converted" if self.dry_run else "converted"
+        line = f"{self.tensors_converted} tensors {verb} to float16"
+        if kept:
+            line += f", {kept} kept float32" + (f" ({lossy} lossy)" if lossy else "")
+        if self.dry_run:
+            line += f" (dry run, nothing written); input {self.size_before:,} bytes"
+        else:
+            line += f"; {self.size_before:,} -> {self.size_after:,} bytes"
+            if self.size_before:
+                line += f" ({100.0 * (self.size_after or 0) / self.size_before:.1f}%)"
+            if self.layout == "offset":
+                line += "; buffer data after the flatbuffer (offset layout)"
+        if self.saturated:
+            line += f"; {self.saturated} values beyond +-65504 saturated"
         if self.flushed:
             line += f"; {self.flushed} tiny values became 0"
         return line
 
+    def to_dict(self) -> Dict[str, Any]:
+        """The report as JSON-ready data (documented in the README)."""
+        from .report import report_to_dict
+
+        return report_to_dict(self)
 
 
-def plan_file(path_in: PathLike, *, keep: Sequence[str] = (), min_elements: int = 0, custom_op_inputs: bool = False) -> Plan:
+def plan_file(path_in: PathLike, options: Optional[Options] = None, **overrides: Any) -> Plan:
     """What :func:`rewrite` would convert in ``path_in``, and why not the rest.
 
-    >>> print(plan_file("model.tflite").describe())     # doctest: +SKIP
+    The plan holds each conversion's value statistics; for the exact cast
+    errors of every tensor, make a dry run: ``rewrite(path_in, None)``.
+
+    >>> print(plan_file("model.tflite", min_elements=16).describe())     # doctest: +SKIP
     """
-    return rewrite(path_in, None, dry_run=True, keep=keep, min_elements=min_elements, custom_op_inputs=custom_op_inputs).plan
+    opts = Options.resolve(options, **overrides)
+    with _quiet_gc(), open_model(_existing(path_in)) as model, _pool() as executor:
+        return make_plan(model, opts, executor)
 
 
-def rewrite(
-    path_in: PathLike,
-    path_out: Optional[PathLike],
-    *,
-    dry_run: bool = False,
-    layout: str = "auto",
-    keep: Sequence[str] = (),
-    min_elements: int = 0,
-    custom_op_inputs: bool = False,
-) -> Report:
+def rewrite(path_in: PathLike, path_out: Optional[PathLike], options: Optional[Options] = None, **overrides: Any) -> Report:
     """Write the float16 version of the float32 TFLite model ``path_in`` to ``path_out``.
 
     Every FLOAT32 constant that an operator reads is stored as float16 and
     read through a new DEQUANTIZE op, as TensorFlow's float16 post-training
-    quantization does; everything else is carried over. ``path_out`` may be
-    ``path_in``; it is replaced only when the new file is complete. With
-    ``dry_run`` nothing is written and the report only holds the plan.
+    quantization does, except constants float16 cannot hold faithfully
+    (``lossy="keep"``, the default) and those the options exclude; everything
+    else is carried over. ``path_out`` may be ``path_in``; it is replaced only
+    when the new file is complete. With ``path_out=None`` nothing is written
+    (a dry run) and the report says what would be done, with the exact cast
+    errors. When nothing is converted, the output gets the input's bytes.
 
-    ``layout`` places the buffer data: ``"auto"`` (default) inside the
-    flatbuffer when the output fits in 2 GiB, else after it
-    (``Buffer.offset/size``, the layout TensorFlow uses for large models);
-    ``"normal"`` or ``"offset"`` force one or the other.
-
-    ``keep`` (tensor-name patterns), ``min_elements`` and ``custom_op_inputs``
-    adjust what is converted; see :class:`~tflite_fp16.plan.Options`. The
-    defaults follow TensorFlow's rule.
+    Options (see :class:`~tflite_fp16.options.Options`) come as ``options=`` or
+    as keywords: ``keep``, ``skip_ops``, ``min_elements``,
+    ``custom_op_inputs``, ``lossy``, ``max_cast_error``, ``layout``,
+    ``verify``, ``inputs``, ``tolerance``.
 
     >>> report = rewrite("model.tflite", "model_fp16.tflite")   # doctest: +SKIP
     >>> print(report.summary())                                  # doctest: +SKIP
     10 tensors converted to float16; 20,520 -> 14,888 bytes (72.6%)
 
     Raises :class:`InvalidModelError` for input that is not a readable TFLite
-    model and :class:`UnsupportedModelError` for a model it cannot rewrite
-    without losing something.
+    model, :class:`UnsupportedModelError` for a model it cannot rewrite
+    without losing something, :class:`LossyModelError` for lossy constants
+    under ``lossy="error"``, and :class:`VerificationError` (no output
+    written) when ``verify`` finds the outputs beyond ``tolerance``.
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
-    if isinstance(keep, str):
-        raise TypeError("keep takes a sequence of patterns, not one string: keep=[pattern]")
-    if min_elements < 0:
-        raise ValueError(f"min_elements must be >= 0, not {min_elements}")
-    options = Options(tuple(keep), min_elements, custom_op_inputs)
-    try:
-        input_bytes = os.path.getsize(path_in)
-    except FileNotFoundError:
-        raise InvalidModelError(f"{os.fspath(path_in)}: no such file") from None
-    with _no_cyclic_gc():
-        return _rewrite(path_in, path_out, input_bytes, dry_run, layout, options)
+    opts = Options.resolve(options, **overrides)
+    start = time.perf_counter()
+    path_in = _existing(path_in)
+    size_before = os.path.getsize(path_in)
+    verifier = _verifier(os.fspath(path_in), opts) if path_out is not None else None
+    with _quiet_gc(), open_model(path_in) as model, _pool() as executor:
+        plan = make_plan(model, opts, executor)
+        if path_out is None:
+            stats, added = _dry_run(model, plan, executor)
+            return Report(os.fspath(path_in), None, size_before, None, None, plan, opts, stats, added, time.perf_counter() - start)
+        outcome = _Outcome(verifier)
+        if not plan.conversions:
+            if os.path.abspath(path_out) == os.path.abspath(path_in):
+                outcome.check(os.fspath(path_in))
+                size_after = size_before
+            else:
+                size_after = copy_file(path_in, path_out, outcome.check)
+            layout = None
+            added = 0
+            casts: Dict[int, Float16Cast] = {}
+        else:
+            casts = {c.buffer: Float16Cast(model.buffer_data(c.buffer), c.values) for c in plan.conversions}
+            rewritten = apply_plan(model, plan, casts)
+            added = _dequantize_count(model, rewritten)
+            written = write_model(rewritten, path_out, layout=opts.layout, before_commit=outcome.check)
+            size_after, layout = written.size, written.layout
+            del rewritten
+        stats = {b: c.stats for b, c in casts.items() if c.stats is not None}
+        del model, casts
+    return Report(os.fspath(path_in), os.fspath(path_out), size_before, size_after, layout, plan, opts, stats,
+                  added, time.perf_counter() - start, outcome.report)
+
+
+def rewrite_bytes(data: BytesLike, options: Optional[Options] = None, **overrides: Any) -> Tuple[bytes, Report]:
+    """:func:`rewrite` for a model held in memory: the float16 model's bytes and the report.
+
+    >>> with open("model.tflite", "rb") as f:                     # doctest: +SKIP
+    ...     converted, report = rewrite_bytes(f.read(), lossy="convert")
+    """
+    opts = Options.resolve(options, **overrides)
+    start = time.perf_counter()
+    view = memoryview(data).cast("B")
+    verifier = _verifier(bytes(view), opts)
+    outcome = _Outcome(verifier)
+    with _quiet_gc(), _pool() as executor:
+        model = parse_model(view)
+        plan = make_plan(model, opts, executor)
+        if not plan.conversions:
+            output = bytes(view)
+            layout = None
+            added = 0
+            casts: Dict[int, Float16Cast] = {}
+        else:
+            casts = {c.buffer: Float16Cast(model.buffer_data(c.buffer), c.values) for c in plan.conversions}
+            rewritten = apply_plan(model, plan, casts)
+            added = _dequantize_count(model, rewritten)
+            output, layout = serialize(rewritten, layout=opts.layout)
+        outcome.check_bytes(output)
+        stats = {b: c.stats for b, c in casts.items() if c.stats is not None}
+    report = Report("<bytes>", "<bytes>", len(view), len(output), layout, plan, opts, stats,
+                    added, time.perf_counter() - start, outcome.report)
+    return output, report
+
+
+class _Outcome:
+    """Runs the verification (if any) on the finished output before it is committed."""
+
+    def __init__(self, verifier: Any) -> None:
+        self.verifier = verifier
+        self.report: Any = None
+
+    def check(self, path: str) -> None:
+        if self.verifier is not None:
+            self._judge(self.verifier.check(path))
+
+    def check_bytes(self, data: bytes) -> None:
+        if self.verifier is not None:
+            self._judge(self.verifier.check(data))
+
+    def _judge(self, report: Any) -> None:
+        self.report = report
+        if not report.passed:
+            raise VerificationError(f"{report.summary()}; no output written", report)
+
+
+def _verifier(original: Any, opts: Options) -> Any:
+    """A verifier holding the original's outputs, made before converting so that a missing
+    LiteRT or unusable inputs fail fast."""
+    if not opts.verify:
+        return None
+    from .verify import Verifier
+
+    return Verifier(original, opts.inputs, tolerance=opts.tolerance)
+
+
+def _dry_run(model: TFLiteModel, plan: Plan, executor: Executor) -> Tuple[Dict[int, CastStats], int]:
+    """The exact cast statistics of every conversion (no float16 data kept) and the DEQUANTIZE ops the edit adds."""
+    casts = {c.buffer: Float16Cast(model.buffer_data(c.buffer), c.values) for c in plan.conversions}
+    added = _dequantize_count(model, apply_plan(model, plan, casts))
+    measure(list(casts.values()), executor)
+    return {b: c.stats for b, c in casts.items() if c.stats is not None}, added
+
+
+def _dequantize_count(before: TFLiteModel, after: TFLiteModel) -> int:
+    """Operators the edit added (it adds only DEQUANTIZE ops)."""
+    return sum(len(s.tables("operators")) for s in after.subgraphs) - sum(len(s.tables("operators")) for s in before.subgraphs)
+
+
+def _existing(path: PathLike) -> PathLike:
+    if not os.path.exists(path):
+        raise InvalidModelError(f"{quote(os.fspath(path))}: no such file")
+    return path
 
 
 @contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
+def _pool() -> Iterator[Executor]:
+    """Threads for large buffers (NumPy releases the GIL); started only when work is submitted."""
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as executor:
+        yield executor
+
+
+@contextmanager
+def _quiet_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector: a model is a tree of up to millions of
     small acyclic objects, and repeated collections over them cost a third of the
     time on models with many tensors. Reference counting still frees everything."""
@@ -128,25 +333,3 @@ def _no_cyclic_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def _rewrite(path_in: PathLike, path_out: Optional[PathLike], input_bytes: int, dry_run: bool, layout: str, options: Options) -> Report:
-    with open_model(path_in) as model:
-        plan = make_plan(model, options)
-        if dry_run or path_out is None:
-            return Report(os.fspath(path_in), None, input_bytes, None, plan)
-        # Cast lazily: the writer casts each buffer block by block as it writes it.
-        float16 = {c.buffer: Float16Cast(model.buffer_data(c.buffer)) for c in plan.conversions}
-        rewritten = apply_plan(model, plan, float16)
-        written = write_model(rewritten, path_out, layout=layout)
-        del model, rewritten, float16
-    return Report(
-        os.fspath(path_in),
-        os.fspath(path_out),
-        input_bytes,
-        written.size,
-        plan,
-        clipped=written.counts.clipped,
-        flushed=written.counts.flushed,
-        layout=written.layout,
-    )

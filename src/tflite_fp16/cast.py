@@ -1,52 +1,145 @@
-"""float32 -> float16, exactly as TensorFlow's converter does it, with counts.
+"""float32 -> float16, exactly as TensorFlow's converter does it, with exact statistics.
 
 The result equals ``np.clip(x, -65504, 65504).astype('<f2')``: round to
 nearest even, values beyond the float16 range saturate to +-65504 (never
 inf), NaN stays NaN.
 
-Large buffers are cast lazily, block by block, while the writer writes them
-(:class:`Float16Cast`), so the float16 copy of a model is never in memory at
-once; blocks are cast on a thread pool (NumPy releases the GIL) in
-cache-sized chunks, which avoids the full-size temporaries of a whole-array
-``np.clip(...).astype(...)``. Small buffers are cast together in one batch
-(:func:`cast_batch`), which avoids NumPy's per-call overhead.
+Two passes over the data, both chunked (256 KiB of float32 at a time, so the
+scratch stays in cache) and run on a thread pool for large buffers (NumPy
+releases the GIL):
+
+* :func:`value_stats` before planning: largest and smallest non-zero
+  magnitude and the sum of squares, read off the float bits with integer
+  reductions. From these the planner knows which constants cannot be
+  lossy without casting them (:meth:`ValueStats.error_bound`).
+* the cast itself (:class:`Float16Cast`, lazily, while the writer writes),
+  which also measures what it did: :class:`CastStats` (saturated, flushed,
+  max abs error, relative L2 error). It skips the clip when nothing can
+  saturate and the counting when nothing can saturate or flush.
+
+Small buffers are cast and measured together in batches
+(:func:`cast_batch`), with per-buffer reductions (``reduceat``), which avoids
+NumPy's per-call overhead on models of many small constants.
 """
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import Executor
-from dataclasses import dataclass
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["CastResult", "CastCounts", "Float16Cast", "cast_to_float16", "cast_batch", "FLOAT16_MAX"]
+__all__ = [
+    "ValueStats", "CastStats", "CastResult", "Float16Cast", "value_stats", "cast_to_float16", "cast_statistics",
+    "cast_batch", "measure", "FLOAT16_MAX", "FLOAT16_MIN_NORMAL", "FLUSH_LIMIT",
+]
 
 FLOAT16_MAX = 65504.0
-CHUNK_ELEMENTS = 1 << 16  # 256 KiB of float32: the clip's scratch stays in L2 cache
+FLOAT16_MIN_NORMAL = 2.0**-14  # below this float16 has only absolute precision (2**-24)
+FLUSH_LIMIT = 2.0**-25  # a magnitude at or below this rounds to zero (ties to even)
+CHUNK_ELEMENTS = 1 << 16  # 256 KiB of float32: the scratch stays in L2 cache
 BLOCK_ELEMENTS = 1 << 21  # 8 MiB of float32: the unit of work of one thread
-_ABS_MASK = np.uint16(0x7FFF)
-_HALF_MAX_BITS = np.uint16(0x7BFF)  # 65504 without its sign
+SMALL_ELEMENTS = 1 << 16  # buffers up to this size are measured and cast in batches
+_ABS_BITS = np.uint32(0x7FFFFFFF)
+_INF_BITS = 0x7F800000
+_ABS_MASK16 = np.uint16(0x7FFF)
+# Sums of squares in float32 are safe (no underflow or overflow) within these magnitudes.
+_NARROW_MIN, _NARROW_MAX = 2.0**-60, 2.0**32
 
 
-@dataclass(frozen=True)
-class CastCounts:
-    """What the cast did to values float16 cannot hold."""
-
-    clipped: int = 0  # finite or infinite values beyond +-65504, saturated
-    flushed: int = 0  # non-zero values that became (signed) zero
-
-    def __add__(self, other: "CastCounts") -> "CastCounts":
-        return CastCounts(self.clipped + other.clipped, self.flushed + other.flushed)
+def _bits_to_float(bits: int) -> float:
+    return float(np.array([bits], "<u4").view("<f4")[0])
 
 
-@dataclass(frozen=True)
-class CastResult:
-    """float16 data and the counts of the cast that made it."""
+class ValueStats(NamedTuple):
+    """Cheap facts about a float32 buffer, enough to decide whether its cast can be lossy."""
+
+    elements: int
+    max_magnitude: float  # largest |x| that is not NaN (inf when an infinity is present; 0.0 when none)
+    min_nonzero: float  # smallest non-zero |x| that is not NaN (inf when there is none)
+    nans: int
+    sum_squares: float  # sum of x**2 over the finite values
+
+    @property
+    def saturates(self) -> bool:
+        """Some value lies beyond +-65504 (infinities included)."""
+        return self.max_magnitude > FLOAT16_MAX
+
+    @property
+    def flushes(self) -> bool:
+        """Some non-zero value is small enough to become zero."""
+        return self.min_nonzero <= FLUSH_LIMIT
+
+    @property
+    def finite(self) -> bool:
+        return self.nans == 0 and math.isfinite(self.max_magnitude)
+
+    @property
+    def narrow(self) -> bool:
+        """Squares and their sums are exact enough in float32 (no underflow, no overflow)."""
+        return self.finite and self.max_magnitude <= _NARROW_MAX and (self.min_nonzero >= _NARROW_MIN or self.min_nonzero == math.inf)
+
+    def error_bound(self) -> float:
+        """An upper bound of the cast's relative L2 error (inf when values saturate).
+
+        In float16's normal range a value moves by at most half an ulp, 2**-11
+        of itself; below it (|x| < 2**-14) by at most 2**-25. So
+        ``sum(err**2) <= 2**-22 * sum(x**2) + n * 2**-50``.
+        """
+        if self.saturates:
+            return math.inf
+        if self.min_nonzero == math.inf:
+            return 0.0  # all zero (or NaN): exact
+        if self.min_nonzero >= FLOAT16_MIN_NORMAL:
+            return 2.0**-11
+        if not self.narrow or self.sum_squares <= 0:
+            return math.inf
+        # The float32 sum of squares may be off by a little; lower it for safety.
+        return math.sqrt(2.0**-22 + self.elements * 2.0**-50 / (self.sum_squares * (1 - 1e-3)))
+
+
+class CastStats(NamedTuple):
+    """What casting one buffer to float16 did to its values (exact)."""
+
+    elements: int
+    saturated: int  # values beyond +-65504 (infinities included), now +-65504
+    infinities: int  # of those, +-inf
+    flushed: int  # non-zero values that became (signed) zero
+    max_abs_error: float  # max |f16 - f32| over finite values; inf when an infinity saturated
+    squared_error: float  # sum of (f16 - f32)**2 over finite values
+    sum_squares: float  # sum of f32**2 over finite values
+
+    @property
+    def rel_l2_error(self) -> float:
+        """||f16 - f32|| / ||f32|| (inf when an infinity saturated; 0 for an all-zero buffer)."""
+        if self.infinities:
+            return math.inf
+        if self.sum_squares > 0:
+            return math.sqrt(self.squared_error / self.sum_squares)
+        return 0.0 if self.squared_error == 0 else math.inf
+
+    def merge(self, other: "CastStats") -> "CastStats":
+        return CastStats(
+            self.elements + other.elements, self.saturated + other.saturated, self.infinities + other.infinities,
+            self.flushed + other.flushed, max(self.max_abs_error, other.max_abs_error),
+            self.squared_error + other.squared_error, self.sum_squares + other.sum_squares,
+        )
+
+    def finished(self, sum_squares: Optional[float] = None) -> "CastStats":
+        """The stats with an infinity's error made infinite and, if given, the sum of squares set."""
+        stats = self if sum_squares is None else self._replace(sum_squares=sum_squares)
+        return stats._replace(max_abs_error=math.inf) if stats.infinities else stats
+
+
+_EMPTY_STATS = CastStats(0, 0, 0, 0, 0.0, 0.0, 0.0)
+
+
+class CastResult(NamedTuple):
+    """float16 data and what the cast did."""
 
     data: np.ndarray  # 1-D '<f2'
-    clipped: int
-    flushed: int
+    stats: CastStats
 
 
 def _as_float32(values: np.ndarray) -> np.ndarray:
@@ -58,104 +151,291 @@ def _as_float32(values: np.ndarray) -> np.ndarray:
     return source.astype("<f4")
 
 
-def _cast_into(source: np.ndarray, out: np.ndarray, scratch: np.ndarray) -> CastCounts:
-    """Cast float32 ``source`` into float16 ``out`` chunk by chunk; count saturated and flushed values.
+# ---------------------------------------------------------------- value statistics
 
-    The counts look at the float16 result first (one pass over 2-byte values)
-    and at the source only where the result is +-65504 or zero, which is rare.
+
+def _value_stats_large(source: np.ndarray) -> Tuple[int, int, int, float]:
+    """(max abs bits of non-NaN values, min of (abs bits - 1) wrapping, NaN count, sum of squares) of one block."""
+    bits = source.view("<u4")
+    scratch = np.empty(min(source.size, CHUNK_ELEMENTS), "<u4")
+    top, bottom, nans, squares = 0, 0xFFFFFFFF, 0, 0.0
+    for start in range(0, source.size, CHUNK_ELEMENTS):
+        chunk = bits[start : start + CHUNK_ELEMENTS]
+        magnitude = scratch[: chunk.size]
+        np.bitwise_and(chunk, _ABS_BITS, out=magnitude)
+        largest = int(magnitude.max())
+        values = source[start : start + CHUNK_ELEMENTS]
+        if largest >= _INF_BITS:  # an infinity or a NaN in this chunk: the rare, slower way
+            is_nan = magnitude > _INF_BITS
+            nans += int(np.count_nonzero(is_nan))
+            largest = int(magnitude.max(where=~is_nan, initial=0))
+            finite = values[magnitude < _INF_BITS].astype(np.float64)
+            squares += float(np.dot(finite, finite))
+        else:
+            squares += float(np.dot(values, values))
+        top = max(top, largest)
+        np.subtract(magnitude, np.uint32(1), out=magnitude)  # zero wraps to the largest value
+        bottom = min(bottom, int(magnitude.min()))
+    return top, bottom, nans, squares
+
+
+def _finish_value_stats(elements: int, top: int, bottom: int, nans: int, squares: float) -> ValueStats:
+    smallest = (bottom + 1) & 0xFFFFFFFF
+    min_nonzero = math.inf if smallest == 0 or smallest > _INF_BITS else _bits_to_float(smallest)
+    return ValueStats(elements, _bits_to_float(top), min_nonzero, nans, squares)
+
+
+def _value_stats_batch(sources: Sequence[np.ndarray]) -> List[ValueStats]:
+    """Value statistics of many small float32 arrays in a few vectorised calls."""
+    if not sources:
+        return []
+    sizes = np.fromiter((s.size for s in sources), np.int64, len(sources))
+    starts = np.zeros(len(sources), np.int64)
+    np.cumsum(sizes[:-1], out=starts[1:])
+    values = np.concatenate(sources) if len(sources) > 1 else sources[0]
+    magnitude = values.view("<u4") & _ABS_BITS
+    is_nan = magnitude > _INF_BITS
+    any_nan = bool(is_nan.any())
+    top = np.maximum.reduceat(np.where(is_nan, np.uint32(0), magnitude) if any_nan else magnitude, starts)
+    bottom = np.minimum.reduceat(magnitude - np.uint32(1), starts)
+    nans = np.add.reduceat(is_nan, starts, dtype=np.int64) if any_nan else np.zeros(len(sources), np.int64)
+    wide = values.astype(np.float64)
+    if any_nan or int(top.max()) >= _INF_BITS:
+        wide[magnitude >= _INF_BITS] = 0.0
+    squares = np.add.reduceat(wide * wide, starts)
+    return [
+        _finish_value_stats(n, t, b, c, s)
+        for n, t, b, c, s in zip(sizes.tolist(), top.tolist(), bottom.tolist(), nans.tolist(), squares.tolist())
+    ]
+
+
+def value_stats(arrays: Sequence[np.ndarray], executor: Optional[Executor] = None) -> List[ValueStats]:
+    """:class:`ValueStats` of each float32 array (or raw little-endian bytes), in order.
+
+    Small arrays are measured together; large ones block by block, on
+    ``executor`` when given.
+
+    >>> stats = value_stats([np.array([0.0, -2.0, 1e-10], np.float32)])[0]
+    >>> stats.max_magnitude, stats.flushes, stats.saturates
+    (2.0, True, False)
     """
-    clipped = flushed = 0
+    sources = [_as_float32(a) for a in arrays]
+    result: List[Optional[ValueStats]] = [None] * len(sources)
+    for i, source in enumerate(sources):
+        if source.size == 0:
+            result[i] = ValueStats(0, 0.0, math.inf, 0, 0.0)
+    small = [i for i, s in enumerate(sources) if 0 < s.size <= SMALL_ELEMENTS]
+    for first in range(0, len(small), 4096):
+        group = small[first : first + 4096]
+        for i, stats in zip(group, _value_stats_batch([sources[i] for i in group])):
+            result[i] = stats
+    for i, source in enumerate(sources):
+        if source.size <= SMALL_ELEMENTS:
+            continue
+        blocks = [source[start : start + BLOCK_ELEMENTS] for start in range(0, source.size, BLOCK_ELEMENTS)]
+        parts = list(executor.map(_value_stats_large, blocks)) if executor is not None else [_value_stats_large(b) for b in blocks]
+        result[i] = _finish_value_stats(
+            source.size, max(p[0] for p in parts), min(p[1] for p in parts), sum(p[2] for p in parts), sum(p[3] for p in parts)
+        )
+    return result  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- the cast
+
+
+def _cast_block(source: np.ndarray, values: ValueStats) -> Tuple[np.ndarray, CastStats]:
+    """A new float16 array for float32 ``source`` (one block of a buffer), and what the cast did.
+
+    The sum of squares is left to the caller when ``values.narrow`` (it is the
+    pre-pass's); otherwise it is computed here in float64.
+    """
+    out = np.empty(source.size, "<f2")
+    clip, finite, narrow, flushes = values.saturates, values.finite, values.narrow, values.flushes
+    size = min(source.size, CHUNK_ELEMENTS)
+    scratch = np.empty(size if clip else 0, "<f4")
+    difference = np.empty(size, "<f4" if narrow else "<f8")
+    saturated = infinities = flushed = 0
+    max_error = squared_error = sum_squares = 0.0
     for start in range(0, source.size, CHUNK_ELEMENTS):
         chunk = source[start : start + CHUNK_ELEMENTS]
-        clip = scratch[: chunk.size]
-        np.clip(chunk, -FLOAT16_MAX, FLOAT16_MAX, out=clip)
         half = out[start : start + chunk.size]
-        half[...] = clip
-        magnitude = half.view("<u2") & _ABS_MASK
-        at_max = np.flatnonzero(magnitude == _HALF_MAX_BITS)
-        if at_max.size:
-            clipped += int(np.count_nonzero(np.abs(chunk[at_max]) > FLOAT16_MAX))
-        at_zero = np.flatnonzero(magnitude == 0)
-        if at_zero.size:
-            flushed += int(np.count_nonzero(chunk[at_zero]))
-    return CastCounts(clipped, flushed)
+        if clip:
+            clipped = scratch[: chunk.size]
+            np.clip(chunk, -FLOAT16_MAX, FLOAT16_MAX, out=clipped)
+            half[...] = clipped
+            saturated += int(np.count_nonzero(chunk > FLOAT16_MAX)) + int(np.count_nonzero(chunk < -FLOAT16_MAX))
+        else:
+            half[...] = chunk
+        error = difference[: chunk.size]
+        error[...] = half
+        np.subtract(error, chunk, out=error)
+        if not finite:
+            bad = ~np.isfinite(chunk)
+            if bad.any():
+                error[bad] = 0.0
+                infinities += int(np.count_nonzero(np.isinf(chunk)))
+        squared_error += float(np.dot(error, error))
+        max_error = max(max_error, float(error.max()), -float(error.min()))
+        if not narrow:
+            wide = chunk.astype(np.float64)
+            wide[~np.isfinite(wide)] = 0.0
+            sum_squares += float(np.dot(wide, wide))
+        if flushes:
+            at_zero = np.flatnonzero((half.view("<u2") & _ABS_MASK16) == 0)
+            if at_zero.size:
+                flushed += int(np.count_nonzero(chunk[at_zero]))
+    return out, CastStats(source.size, saturated, infinities, flushed, max_error, squared_error, sum_squares)
+
+
+def _block_sum_squares(values: ValueStats) -> Optional[float]:
+    """The pre-pass's sum of squares when the cast left it out (see :func:`_cast_block`)."""
+    return values.sum_squares if values.narrow else None
+
+
+def _cast_many(sources: Sequence[np.ndarray], values: Sequence[ValueStats]) -> Tuple[np.ndarray, List[CastStats]]:
+    """Cast many small float32 arrays at once: the float16 data, concatenated, and each one's stats."""
+    sizes = np.fromiter((s.size for s in sources), np.int64, len(sources))
+    starts = np.zeros(len(sources), np.int64)
+    np.cumsum(sizes[:-1], out=starts[1:])
+    source = np.concatenate(sources) if len(sources) > 1 else sources[0]
+    saturates = any(v.saturates for v in values)
+    finite = all(v.finite for v in values)
+    half = (np.clip(source, -FLOAT16_MAX, FLOAT16_MAX) if saturates else source).astype("<f2")
+    wide = source.astype(np.float64)
+    error = half.astype(np.float64) - wide
+    count = len(sources)
+
+    def per_buffer(flags: np.ndarray) -> np.ndarray:
+        positions = np.flatnonzero(flags)
+        if not positions.size:
+            return np.zeros(count, np.int64)
+        return np.bincount(np.searchsorted(starts, positions, side="right") - 1, minlength=count)
+
+    infinities = np.zeros(count, np.int64)
+    if not finite:
+        bad = ~np.isfinite(wide)
+        error[bad] = 0.0
+        wide[bad] = 0.0
+        infinities = per_buffer(np.isinf(source))
+    saturated = per_buffer(np.abs(source) > FLOAT16_MAX) if saturates else np.zeros(count, np.int64)
+    flushed = per_buffer((half == 0) & (source != 0)) if any(v.flushes for v in values) else np.zeros(count, np.int64)
+    squared_error = np.add.reduceat(error * error, starts)
+    max_error = np.maximum.reduceat(np.abs(error), starts)
+    sum_squares = np.add.reduceat(wide * wide, starts)
+    stats = [
+        CastStats(*row).finished()
+        for row in zip(
+            sizes.tolist(), saturated.tolist(), infinities.tolist(), flushed.tolist(), max_error.tolist(),
+            squared_error.tolist(), sum_squares.tolist(),
+        )
+    ]
+    return half, stats
 
 
 def cast_to_float16(values: np.ndarray) -> CastResult:
     """Cast float32 ``values`` (any shape, or raw bytes viewable as '<f4') to float16.
 
     >>> result = cast_to_float16(np.array([1.0, 1e6, 1e-9], np.float32))
-    >>> result.data.tolist(), result.clipped, result.flushed
+    >>> result.data.tolist(), result.stats.saturated, result.stats.flushed
     ([1.0, 65504.0, 0.0], 1, 1)
     """
-    out, counts = _cast_block(_as_float32(values))
-    return CastResult(out, counts.clipped, counts.flushed)
+    cast = Float16Cast(values)
+    return CastResult(cast.array(), cast.stats)  # type: ignore[arg-type]
 
 
-def _cast_block(source: np.ndarray) -> Tuple[np.ndarray, CastCounts]:
-    """A new float16 array for float32 ``source``, and the counts."""
-    out = np.empty(source.size, "<f2")
-    counts = _cast_into(source, out, np.empty(min(source.size, CHUNK_ELEMENTS), "<f4"))
-    return out, counts
+def cast_statistics(values: np.ndarray, stats: Optional[ValueStats] = None, executor: Optional[Executor] = None) -> CastStats:
+    """What casting ``values`` to float16 would do, without keeping the float16 data."""
+    cast = Float16Cast(values, stats)
+    for _ in cast.blocks(executor):
+        pass
+    cast.release()
+    return cast.stats  # type: ignore[return-value]
 
 
 class Float16Cast:
     """The float16 version of a float32 buffer, cast when it is written.
 
     ``nbytes`` is known up front, so the writer can lay out the file; the data
-    comes from :meth:`blocks` (or :meth:`array`, for small buffers and tests).
+    comes from :meth:`blocks` (or :meth:`array`, for small buffers and tests);
+    once it has been produced, :attr:`stats` says what the cast did.
+    ``values`` are the buffer's :class:`ValueStats` when already known.
     """
 
-    def __init__(self, source: np.ndarray) -> None:
+    __slots__ = ("source", "nbytes", "values", "stats", "_array")
+
+    def __init__(self, source: np.ndarray, values: Optional[ValueStats] = None) -> None:
         self.source = _as_float32(source)
         self.nbytes = self.source.size * 2
-        self.counts = CastCounts()
+        self.values = values if values is not None else value_stats([self.source])[0]
+        self.stats: Optional[CastStats] = None
         self._array: "np.ndarray | None" = None
 
     def array(self) -> np.ndarray:
         """The whole float16 array (computed once)."""
         if self._array is None:
-            result = cast_to_float16(self.source)
-            self._array, self.counts = result.data, CastCounts(result.clipped, result.flushed)
+            if self.source.size == 0:
+                self._array, self.stats = np.empty(0, "<f2"), _EMPTY_STATS
+            elif self.source.size <= SMALL_ELEMENTS:
+                self._array, (self.stats,) = _cast_many([self.source], [self.values])
+            else:
+                self._array, stats = _cast_block(self.source, self.values)
+                self.stats = stats.finished(_block_sum_squares(self.values))
         return self._array
 
     def release(self) -> None:
-        """Forget the float16 data once it is written (the counts stay)."""
+        """Forget the float16 data once it is written (the stats stay)."""
         self._array = None
 
-    def blocks(self, executor: Executor, in_flight: int = 4) -> Iterator[np.ndarray]:
+    def blocks(self, executor: Optional[Executor] = None, in_flight: int = 4) -> Iterator[np.ndarray]:
         """The float16 data in order, block by block, cast ``in_flight`` blocks ahead on ``executor``."""
-        if self._array is not None or self.source.size <= BLOCK_ELEMENTS:
+        if self._array is not None or self.source.size <= BLOCK_ELEMENTS or executor is None:
             yield self.array()
             return
         pending = []
-        counts = CastCounts()
+        total = _EMPTY_STATS
         for start in range(0, self.source.size, BLOCK_ELEMENTS):
-            pending.append(executor.submit(_cast_block, self.source[start : start + BLOCK_ELEMENTS]))
+            pending.append(executor.submit(_cast_block, self.source[start : start + BLOCK_ELEMENTS], self.values))
             if len(pending) >= in_flight:
-                block, block_counts = pending.pop(0).result()
-                counts += block_counts
+                block, stats = pending.pop(0).result()
+                total = total.merge(stats)
                 yield block
         for future in pending:
-            block, block_counts = future.result()
-            counts += block_counts
+            block, stats = future.result()
+            total = total.merge(stats)
             yield block
-        self.counts = counts
+        self.stats = total.finished(_block_sum_squares(self.values))
 
 
 def cast_batch(casts: Sequence[Float16Cast]) -> None:
-    """Cast many small buffers in one NumPy call each for clip and convert.
-
-    Each cast's :meth:`Float16Cast.array` then returns its slice of the batch.
-    """
-    todo: List[Float16Cast] = [c for c in casts if c._array is None]
+    """Cast many small buffers in a few NumPy calls; each cast's :meth:`~Float16Cast.array`
+    then returns its slice of the batch, and its :attr:`~Float16Cast.stats` are its own."""
+    todo = [c for c in casts if c._array is None and c.source.size]
     if not todo:
         return
-    sources = np.concatenate([c.source for c in todo])
-    result = cast_to_float16(sources)
+    half, stats = _cast_many([c.source for c in todo], [c.values for c in todo])
     position = 0
-    for cast in todo:
-        cast._array = result.data[position : position + cast.source.size]
+    for cast, cast_stats in zip(todo, stats):
+        cast._array = half[position : position + cast.source.size]
+        cast.stats = cast_stats
         position += cast.source.size
-    # The counts belong to the batch; they are reported as totals.
-    todo[0].counts = CastCounts(result.clipped, result.flushed)
+
+
+def measure(casts: Sequence[Float16Cast], executor: Optional[Executor] = None) -> None:
+    """Cast every buffer to fill in its :attr:`~Float16Cast.stats`, keeping none of the
+    float16 data (a dry run): small buffers in batches, large ones block by block."""
+    small = [c for c in casts if c.source.size <= SMALL_ELEMENTS]
+    start = 0
+    while start < len(small):
+        end, total = start, 0
+        while end < len(small) and (end == start or total + small[end].source.size <= 1 << 22):
+            total += small[end].source.size
+            end += 1
+        cast_batch(small[start:end])
+        for cast in small[start:end]:
+            cast.release()
+        start = end
+    for cast in casts:
+        if cast.source.size > SMALL_ELEMENTS:
+            for _ in cast.blocks(executor):
+                pass
+            cast.release()

@@ -1,80 +1,180 @@
-"""The ``tflite-fp16`` command: a thin layer over :func:`tflite_fp16.rewrite`."""
+"""The ``tflite-fp16`` command: parse, call :func:`tflite_fp16.rewrite`, print, exit."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
+from typing import Any, Dict, List, Optional, TextIO
 
 from . import __version__
 from .api import rewrite
-from .errors import InvalidModelError, RewriteError, UnsupportedModelError
+from .errors import (
+    InvalidInputsError, InvalidModelError, LossyModelError, MissingDependencyError, RewriteError,
+    UnsupportedModelError, VerificationError,
+)
+from .options import DEFAULT_MAX_CAST_ERROR, DEFAULT_TOLERANCE, LOSSY_POLICIES, Options
 
-EXIT_BAD_INPUT = 2
+EXIT_OK = 0
 EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_VERIFY_FAILED = 3
+_BAD_INPUT = (InvalidModelError, UnsupportedModelError, LossyModelError, InvalidInputsError, MissingDependencyError)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tflite-fp16",
         description="Store the float32 weights of a TFLite model as float16 (with DEQUANTIZE ops), "
-        "as TensorFlow's float16 post-training quantization does, from the .tflite file alone.",
+        "as TensorFlow's float16 post-training quantization does, from the .tflite file alone. "
+        "Exit status: 0 done, 1 failure, 2 bad input or usage, 3 verification failed.",
     )
     parser.add_argument("input", help="float32 .tflite model")
     parser.add_argument("output", nargs="?", help="where to write the float16 model (may equal input)")
-    parser.add_argument("--dry-run", action="store_true", help="print what would be converted and why not the rest; write nothing")
-    parser.add_argument(
-        "--layout",
-        choices=("auto", "normal", "offset"),
-        default="auto",
-        help="where buffer data goes: inside the flatbuffer (normal, up to 2 GiB), after it (offset: "
-        "Buffer.offset/size, as TensorFlow writes large models), or normal whenever it fits (auto, the default)",
-    )
-    parser.add_argument(
-        "--keep", action="append", default=[], metavar="PATTERN",
-        help="keep tensors whose name matches PATTERN (fnmatch, e.g. '*/attention/*') float32; repeatable",
-    )
-    parser.add_argument(
-        "--min-elements", type=int, default=0, metavar="N",
-        help="keep constants of fewer than N values float32 (default 0: convert all, as TensorFlow does)",
-    )
-    parser.add_argument(
-        "--convert-custom-op-inputs", action="store_true",
-        help="also convert constants read by custom operators (only for kernels that take any float32 input)",
-    )
+    parser.add_argument("--dry-run", action="store_true", help="say what would be converted and why not the rest; write nothing")
+
+    select = parser.add_argument_group("what to convert")
+    select.add_argument("--keep", action="append", default=[], metavar="PATTERN",
+                        help="keep tensors whose name (or a ';'-separated part of it) matches PATTERN "
+                        "(fnmatch, e.g. '*/attention/*') float32; repeatable")
+    select.add_argument("--skip-op", action="append", default=[], metavar="NAME",
+                        help="keep every constant this operator reads float32: a schema name (RESIZE_BILINEAR) "
+                        "or CUSTOM:name; repeatable")
+    select.add_argument("--min-elements", type=int, default=0, metavar="N",
+                        help="keep constants of fewer than N values float32 (default 0: convert all)")
+    select.add_argument("--convert-custom-op-inputs", action="store_true",
+                        help="also convert constants read by custom operators (only for kernels that take any float32 input)")
+    select.add_argument("--lossy", choices=LOSSY_POLICIES, default="keep",
+                        help="constants float16 cannot hold faithfully (beyond +-65504, or cast error above "
+                        "--max-cast-error): keep them float32 (default), convert them as TensorFlow does, or refuse (error)")
+    select.add_argument("--max-cast-error", type=float, default=DEFAULT_MAX_CAST_ERROR, metavar="X",
+                        help=f"relative L2 cast error above which a constant is lossy (default {DEFAULT_MAX_CAST_ERROR:g})")
+
+    output = parser.add_argument_group("output")
+    output.add_argument("--layout", choices=("auto", "normal", "offset"), default="auto",
+                        help="where buffer data goes: inside the flatbuffer (normal, up to 2 GiB), after it (offset: "
+                        "Buffer.offset/size, as TensorFlow writes large models), or normal whenever it fits (auto, the default)")
+    output.add_argument("-v", "--verbose", action="store_true", help="one line per converted and per kept tensor")
+    output.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    output.add_argument("--json", metavar="FILE", help="write the report as JSON to FILE ('-': stdout, and nothing else there)")
+
+    check = parser.add_argument_group("verification (needs: pip install 'tflite-fp16[verify]')")
+    check.add_argument("--verify", action="store_true",
+                       help="run both models in LiteRT and compare every output before writing; exit 3 (and write "
+                       "nothing) when an output's relative L2 error exceeds --tolerance or new non-finite values appear")
+    check.add_argument("--inputs", metavar="FILE.npz",
+                       help="verify on these arrays (named after the inputs; one extra leading axis = several samples) "
+                       "instead of the probes (N(0,1), zeros, N(0,1) x 1000)")
+    check.add_argument("--tolerance", type=float, default=None, metavar="T",
+                       help=f"largest relative L2 error accepted per output (default {DEFAULT_TOLERANCE:g})")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 
+def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Options:
+    if (args.inputs is not None or args.tolerance is not None) and not args.verify:
+        parser.error("--inputs and --tolerance apply to --verify; add --verify")
+    if args.verify and args.dry_run:
+        parser.error("--verify needs an output to check; drop --dry-run")
+    try:
+        return Options(
+            keep=args.keep, skip_ops=args.skip_op, min_elements=args.min_elements,
+            custom_op_inputs=args.convert_custom_op_inputs, lossy=args.lossy, max_cast_error=args.max_cast_error,
+            layout=args.layout, verify=args.verify, inputs=args.inputs,
+            tolerance=DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
+        )
+    except (TypeError, ValueError) as error:
+        parser.error(str(error))
+        raise  # unreachable: parser.error exits
+
+
+def _emit_json(destination: str, data: Dict[str, Any]) -> None:
+    from .report import dumps
+
+    text = dumps(data) + "\n"
+    if destination == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        with open(destination, "w", encoding="utf-8") as handle:
+            handle.write(text)
+
+
+def _error_json(args: argparse.Namespace, error: BaseException, status: int) -> Dict[str, Any]:
+    from .report import verification_to_dict
+
+    return {
+        "tool": "tflite-fp16",
+        "version": __version__,
+        "input": args.input,
+        "output": args.output,
+        "error": {"type": type(error).__name__, "message": str(error), "exit_status": status},
+        "verify": verification_to_dict(getattr(error, "report", None)),
+    }
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run the command; return its exit status (0 ok, 2 bad input, 1 anything else)."""
+    """Run the command; return its exit status (0 ok, 1 failure, 2 bad input or usage, 3 verification failed)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("tflite-fp16: interrupted; no output written", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Optional[List[str]]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.output is None and not args.dry_run:
         parser.error("the output path is required (or use --dry-run)")
-    if args.min_elements < 0:
-        parser.error("--min-elements must be 0 or more")
+    if args.quiet and args.verbose:
+        parser.error("-q and -v exclude each other")
+    options = _options(args, parser)
+    human: TextIO = sys.stderr if args.json == "-" else sys.stdout
+    status = EXIT_OK
     try:
-        report = rewrite(
-            args.input, args.output, dry_run=args.dry_run, layout=args.layout,
-            keep=args.keep, min_elements=args.min_elements, custom_op_inputs=args.convert_custom_op_inputs,
-        )
-    except (InvalidModelError, UnsupportedModelError) as error:
+        report = rewrite(args.input, None if args.dry_run else args.output, options)
+    except VerificationError as error:
+        status = EXIT_VERIFY_FAILED
+        print(f"tflite-fp16: {error}", file=sys.stderr)
+        if error.report is not None and not args.quiet:
+            for line in error.report.lines() if args.verbose else [f"  {line}" for line in _failures(error.report)]:
+                print(line, file=sys.stderr)
+        failure: Optional[BaseException] = error
+    except _BAD_INPUT as error:
+        status, failure = EXIT_BAD_INPUT, error
         print(f"tflite-fp16: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except (RewriteError, OSError) as error:
+        status, failure = EXIT_FAILURE, error
         print(f"tflite-fp16: error: {error}", file=sys.stderr)
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        print("tflite-fp16: interrupted; no output written", file=sys.stderr)
-        return 130
     except Exception as error:  # a bug: still one line, and no partial output (the writer cleans up)
+        status, failure = EXIT_FAILURE, error
         print(f"tflite-fp16: internal error: {type(error).__name__}: {error} (please report it)", file=sys.stderr)
-        return EXIT_FAILURE
-    if args.dry_run:
-        print(report.plan.describe())
-    print(report.summary())
-    return 0
+    else:
+        failure = None
+    if failure is not None:
+        if args.json:
+            _emit_json(args.json, _error_json(args, failure, status))
+        return status
+
+    from .report import render_text
+
+    out, err = render_text(report, -1 if args.quiet else (1 if args.verbose else 0))
+    for line in err:
+        print(line, file=sys.stderr)
+    for line in out:
+        print(line, file=human)
+    if args.json:
+        _emit_json(args.json, report.to_dict())
+    return status
+
+
+def _failures(verification: Any) -> List[str]:
+    lines = verification.lines()
+    failing = [line for line in lines if "FAIL" in line[:8]]
+    shown = failing[:5]
+    if len(failing) > 5:
+        shown.append(f"  and {len(failing) - 5} more failing outputs (-v lists all)")
+    return [line.strip() for line in shown]
 
 
 if __name__ == "__main__":

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["RewriteError", "InvalidModelError", "UnsupportedModelError"]
+from typing import Any
+
+__all__ = [
+    "RewriteError", "InvalidModelError", "UnsupportedModelError", "LossyModelError",
+    "VerificationError", "MissingDependencyError", "InvalidInputsError",
+]
 
 
 class RewriteError(Exception):
@@ -17,3 +22,27 @@ class InvalidModelError(RewriteError, ValueError):
 class UnsupportedModelError(RewriteError):
     """The input is a valid TFLite model that tflite-fp16 cannot rewrite
     without losing something; the message says what."""
+
+
+class LossyModelError(RewriteError):
+    """``lossy="error"``: some float32 constants cannot be stored as float16
+    faithfully; the message names each one and why."""
+
+
+class VerificationError(RewriteError):
+    """The converted model's outputs differ from the original's by more than
+    the tolerance, or have non-finite values the original does not have.
+    ``report`` is the :class:`~tflite_fp16.verify.VerifyReport`; no output was written."""
+
+    def __init__(self, message: str, report: Any) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class MissingDependencyError(RewriteError):
+    """An optional dependency is not installed; the message says how to install it."""
+
+
+class InvalidInputsError(RewriteError, ValueError):
+    """Inputs given for verification (an ``.npz`` file or arrays) do not fit the
+    model: a missing name, a wrong shape or type; the message says which."""

@@ -1,65 +1,86 @@
-"""Decide what to convert, and say why the rest is not: a pure function of the model.
+"""Decide what to convert, and say why the rest is not: a function of the model and the options.
 
 TensorFlow's rule (2.21, float16 post-training quantization): every FLOAT32
 tensor that has buffer data and is read by at least one operator, in every
-subgraph, becomes FLOAT16 behind one DEQUANTIZE op. Not converted:
+subgraph, becomes FLOAT16 behind one DEQUANTIZE op. A FLOAT32 constant stays
+float32, with a stable reason code (:data:`REASONS`), when it is
 
-* subgraph outputs and inputs (their type is part of the subgraph's interface),
-* variable tensors (``is_variable``: the interpreter writes them),
-* tensors some operator writes,
-* constants read by a "hybrid" operator, whose weights are already int8
-  (dynamic-range models): those kernels want their float inputs as constants,
-* constants read by a custom operator: its kernel may require a constant
-  input, which a DEQUANTIZE output is not,
-* sparse constants read by anything but DENSIFY,
-* every tensor that is not FLOAT32.
+* a subgraph output or input (``subgraph_output``, ``subgraph_input``): its
+  type is part of the subgraph's interface,
+* a variable (``variable``) or written by an operator (``written_by_operator``),
+* read by no operator (``unread``),
+* excluded by the options (``keep_pattern``, ``skip_op``, ``min_elements``),
+* read by a custom operator (``custom_operator``): its kernel may require a
+  constant input, which a DEQUANTIZE output is not,
+* read by a "hybrid" operator (``hybrid_operator``), whose weights are
+  already int8 (dynamic-range models): those kernels want float constants,
+* sparse and read by anything but DENSIFY (``sparse``),
+* lossy (``lossy``, unless ``Options.lossy`` says otherwise): float16 cannot
+  hold it faithfully: a value beyond +-65504, or a relative L2 cast error
+  above ``Options.max_cast_error``.
 
 Buffers are shared between tensors (TensorFlow deduplicates equal bytes, even
 across types): a conversion never changes what another tensor reads.
+
+The lossy decision needs the data: :func:`~tflite_fp16.cast.value_stats`
+measures every candidate buffer cheaply, and only those whose cast error
+bound exceeds the limit are cast to measure the exact error.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import math
-from collections import defaultdict
-from dataclasses import dataclass
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from collections import Counter, defaultdict
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
 
-from .errors import InvalidModelError
+import numpy as np
+
+from .cast import FLOAT16_MAX, FLOAT16_MIN_NORMAL, CastStats, ValueStats, cast_statistics, value_stats
+from .errors import InvalidModelError, LossyModelError
 from .model import BUILTIN_OPS, DENSIFY, DEQUANTIZE, FLOAT32, TENSOR_TYPES, Table, TFLiteModel, op_of
+from .options import Options
+from .text import quote
 
-__all__ = ["Options", "TensorRef", "BufferConversion", "SkippedTensor", "Plan", "make_plan", "DEQUANTIZE_MIN_VERSION", "MIN_RUNTIME_VERSION"]
+__all__ = [
+    "TensorRef", "BufferConversion", "KeptTensor", "Plan", "make_plan", "REASONS",
+    "DEQUANTIZE_MIN_VERSION", "MIN_RUNTIME_VERSION",
+]
 
 DEQUANTIZE_MIN_VERSION = 3  # DEQUANTIZE with a float16 input (op_version.cc)
 MIN_RUNTIME_VERSION = "1.15.0"  # the first runtime with float16 DEQUANTIZE
 MIN_RUNTIME_VERSION_KEY = b"min_runtime_version"
-_OP_NAMES = {v: k for k, v in BUILTIN_OPS.items()}
-_TYPE_NAMES = {v: k for k, v in TENSOR_TYPES.items()}
+OP_NAMES = {v: k for k, v in BUILTIN_OPS.items()}
+TYPE_NAMES = {v: k for k, v in TENSOR_TYPES.items()}
 _QUANTIZED_WEIGHT_TYPES = {TENSOR_TYPES[t] for t in ("INT8", "UINT8", "INT4") if t in TENSOR_TYPES}
+_CUSTOM = BUILTIN_OPS["CUSTOM"]
 
-
-@dataclass(frozen=True)
-class Options:
-    """Choices that narrow (or widen) what the rewrite converts.
-
-    ``keep``: tensor names (``fnmatch`` patterns, e.g. ``"*/attention/*"``) that stay
-    float32. ``min_elements``: constants with fewer values stay float32 (they save
-    little and cost a DEQUANTIZE op each). ``custom_op_inputs``: also convert
-    constants read by custom operators, for kernels known to take any float32 input.
-    """
-
-    keep: Tuple[str, ...] = ()
-    min_elements: int = 0
-    custom_op_inputs: bool = False
+#: Why a FLOAT32 constant stays float32: stable codes (JSON ``kept[].reason``) and their meaning.
+REASONS: Mapping[str, str] = {
+    "subgraph_output": "a subgraph output: its type is part of the subgraph's interface",
+    "subgraph_input": "a subgraph input: its type is part of the subgraph's interface",
+    "variable": "a variable tensor (is_variable): the interpreter writes it",
+    "written_by_operator": "an operator writes it",
+    "unread": "no operator reads it",
+    "keep_pattern": "its name matches a keep pattern",
+    "skip_op": "an operator listed in skip_ops reads it",
+    "min_elements": "it has fewer values than min_elements",
+    "custom_operator": "a custom operator reads it, whose kernel may need a constant input",
+    "hybrid_operator": "a hybrid operator (int8 weights, float activations) reads it",
+    "sparse": "it is sparse and read by something other than a DENSIFY",
+    "lossy": "float16 cannot hold its values faithfully",
+}
 
 
 class TensorRef(NamedTuple):
-    """A tensor of the model: subgraph index, tensor index and name."""
+    """A tensor of the model: subgraph index, tensor index, name and shape."""
 
     subgraph: int
     tensor: int
     name: str
+    shape: Tuple[int, ...] = ()
 
 
 class BufferConversion(NamedTuple):
@@ -67,7 +88,9 @@ class BufferConversion(NamedTuple):
 
     With ``new_buffer`` the buffer is also read by something that stays as it
     is (``kept_by``); the float16 data then goes to a new buffer and the
-    original buffer is left unchanged.
+    original buffer is left unchanged. ``values`` are the data's statistics;
+    ``lossy`` says why the cast is lossy when it is converted all the same
+    (``lossy="convert"``), and is empty otherwise.
     """
 
     buffer: int
@@ -75,14 +98,18 @@ class BufferConversion(NamedTuple):
     elements: int
     new_buffer: bool
     kept_by: Tuple[str, ...] = ()
+    values: Optional[ValueStats] = None
+    lossy: str = ""
 
 
-class SkippedTensor(NamedTuple):
-    """A FLOAT32 tensor with data that stays FLOAT32, and why."""
+class KeptTensor(NamedTuple):
+    """A FLOAT32 constant that stays FLOAT32: the reason code (:data:`REASONS`) and a sentence."""
 
     tensor: TensorRef
     buffer: int
+    elements: int
     reason: str
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -90,13 +117,18 @@ class Plan:
     """What the rewrite will do to a model."""
 
     conversions: Tuple[BufferConversion, ...]
-    skipped: Tuple[SkippedTensor, ...]
+    kept: Tuple[KeptTensor, ...]
     # Index of the existing DEQUANTIZE operator code to reuse (its version
     # raised to DEQUANTIZE_MIN_VERSION if lower), or None to append one.
     dequantize_opcode: Optional[int]
     # (old, new) when the min_runtime_version metadata is raised.
     min_runtime_version: Optional[Tuple[str, str]]
     sparse_tensors: Tuple[TensorRef, ...] = ()
+    warnings: Tuple[str, ...] = ()
+    # Constant tensors (with data) by type name, e.g. {"FLOAT32": 10, "INT32": 2}.
+    constants: Mapping[str, int] = field(default_factory=dict)
+    # The model's min_runtime_version entry as it is, if any.
+    runtime_version: Optional[str] = None
 
     @property
     def tensors(self) -> Tuple[TensorRef, ...]:
@@ -107,19 +139,48 @@ class Plan:
     def converted_elements(self) -> int:
         return sum(c.elements for c in self.conversions)
 
+    @property
+    def lossy_conversions(self) -> Tuple[BufferConversion, ...]:
+        """Conversions that lose values (only with ``lossy="convert"``)."""
+        return tuple(c for c in self.conversions if c.lossy)
+
+    def kept_by_reason(self) -> Dict[str, int]:
+        """How many tensors stay float32 for each reason code, in :data:`REASONS` order."""
+        counts = Counter(k.reason for k in self.kept)
+        return {reason: counts[reason] for reason in REASONS if counts[reason]}
+
+    def nothing_to_convert(self) -> str:
+        """Why nothing converts, in one line (empty when something does)."""
+        if self.conversions:
+            return ""
+        float16 = self.constants.get("FLOAT16", 0)
+        parts = []
+        if float16:
+            parts.append(f"{float16} constant{'s are' if float16 != 1 else ' is'} float16 already")
+        if self.kept:
+            reasons = ", ".join(f"{n} {r}" for r, n in self.kept_by_reason().items())
+            parts.append(f"{len(self.kept)} float32 constant{'s' if len(self.kept) != 1 else ''} kept ({reasons})")
+        else:
+            parts.append("no float32 constant")
+        others = {k: v for k, v in self.constants.items() if k not in ("FLOAT16", "FLOAT32")}
+        if others and not float16:
+            parts.append("constants: " + ", ".join(f"{v} {k}" for k, v in sorted(others.items())))
+        return "nothing to convert: " + ", ".join(parts)
+
     def describe(self) -> str:
-        """A human-readable account of the plan (what ``--dry-run`` prints)."""
+        """Every decision, one line each (what ``--dry-run -v`` prints of the plan)."""
         lines = [
             f"{len(self.tensors)} tensors in {len(self.conversions)} buffers become float16 "
             f"({self.converted_elements} values, {self.converted_elements * 2} bytes saved before new tensors and ops)"
         ]
         for c in self.conversions:
-            names = ", ".join(f"subgraph {t.subgraph} tensor {t.tensor} '{t.name}'" for t in c.tensors)
+            names = ", ".join(f"subgraph {t.subgraph} tensor {t.tensor} {quote(t.name)}" for t in c.tensors)
             where = "a new buffer" if c.new_buffer else f"buffer {c.buffer} in place"
             extra = f" (buffer {c.buffer} stays for {', '.join(c.kept_by)})" if c.new_buffer else ""
-            lines.append(f"  convert {names}: {c.elements} values into {where}{extra}")
-        for s in self.skipped:
-            lines.append(f"  keep subgraph {s.tensor.subgraph} tensor {s.tensor.tensor} '{s.tensor.name}' float32: {s.reason}")
+            lossy = f"; LOSSY: {c.lossy}" if c.lossy else ""
+            lines.append(f"  convert {names}: {c.elements} values into {where}{extra}{lossy}")
+        for k in self.kept:
+            lines.append(f"  keep subgraph {k.tensor.subgraph} tensor {k.tensor.tensor} {quote(k.tensor.name)} float32 ({k.reason}): {k.detail}")
         if self.conversions:
             if self.dequantize_opcode is None:
                 lines.append(f"  add a DEQUANTIZE operator code (version {DEQUANTIZE_MIN_VERSION})")
@@ -151,12 +212,20 @@ def read_min_runtime_version(model: TFLiteModel) -> Optional[Tuple[int, str]]:
     return None
 
 
+def matches(name: str, pattern: str) -> bool:
+    """``name`` or one of its ``;``-separated parts (TensorFlow's fused names) matches ``pattern``."""
+    if fnmatch.fnmatchcase(name, pattern):
+        return True
+    return ";" in name and any(fnmatch.fnmatchcase(part, pattern) for part in name.split(";"))
+
+
 class _Subgraph:
     """Who reads and who writes each tensor of one subgraph."""
 
-    def __init__(self, model: TFLiteModel, index: int, ops_of_codes: List[int], options: Options) -> None:
+    def __init__(self, model: TFLiteModel, index: int, ops_of_codes: List[int], skip: "_SkipOps", options: Options) -> None:
         self.model = model
         self.options = options
+        self.skip = skip
         subgraph = model.subgraphs[index]
         self.tensors = subgraph.tables("tensors")
         self.operators = subgraph.tables("operators")
@@ -174,11 +243,13 @@ class _Subgraph:
         self.outputs = set(subgraph.ints("outputs"))
         self._hybrid: Dict[int, bool] = {}
 
+    def custom_code(self, o: int) -> str:
+        return _name(self.codes[self.operators[o].get("opcode_index")].get("custom_code"))
+
     def label(self, o: int) -> str:
-        if self.ops[o] == BUILTIN_OPS["CUSTOM"]:
-            custom = self.codes[self.operators[o].get("opcode_index")].get("custom_code") or b""
-            return f"operator {o} (custom '{_name(custom)}')"
-        return f"operator {o} ({_OP_NAMES.get(self.ops[o], self.ops[o])})"
+        if self.ops[o] == _CUSTOM:
+            return f"operator {o} (custom {quote(self.custom_code(o))})"
+        return f"operator {o} ({OP_NAMES.get(self.ops[o], self.ops[o])})"
 
     def is_hybrid(self, o: int) -> bool:
         """Float in, float out, with a constant int8 weight: a dynamic-range kernel."""
@@ -199,100 +270,222 @@ class _Subgraph:
         )
         return quantized_weight and any(i >= 0 and self.tensors[i].get("type") == FLOAT32 for i in op.ints("outputs"))
 
-    def skip_reason(self, t: int) -> Optional[str]:
-        """Why FLOAT32 constant ``t`` must stay FLOAT32, or None to convert it."""
+    def keep_reason(self, t: int, name: str) -> Optional[Tuple[str, str]]:
+        """(reason code, sentence) why FLOAT32 constant ``t`` stays FLOAT32, or None to convert it
+        (unless it turns out lossy)."""
         tensor = self.tensors[t]
         if t in self.outputs:
-            return "subgraph output (its type is part of the subgraph's interface)"
+            return "subgraph_output", "a subgraph output: its type is part of the subgraph's interface"
         if t in self.inputs:
-            return "subgraph input (its type is part of the subgraph's interface)"
+            return "subgraph_input", "a subgraph input: its type is part of the subgraph's interface"
         if tensor.get("is_variable"):
-            return "variable tensor (is_variable): the interpreter writes it"
+            return "variable", "a variable tensor (is_variable): the interpreter writes it"
         if t in self.writer:
-            return f"written by {self.label(self.writer[t])}"
+            return "written_by_operator", f"written by {self.label(self.writer[t])}"
         if not self.readers.get(t):
-            return "not read by any operator"
+            return "unread", "no operator reads it"
         options = self.options
-        if options.keep:
-            name = _name(tensor.get("name"))
-            for pattern in options.keep:
-                if fnmatch.fnmatchcase(name, pattern):
-                    return f"kept float32 by the keep pattern {pattern!r}"
+        for pattern in options.keep:
+            if matches(name, pattern):
+                return "keep_pattern", f"its name matches the keep pattern {quote(pattern)}"
+        if self.skip:
+            for o in self.readers[t]:
+                listed = self.skip.lists(self.ops[o], self.custom_code(o) if self.ops[o] == _CUSTOM else "")
+                if listed:
+                    return "skip_op", f"read by {self.label(o)}, listed in skip_ops as {listed}"
         if options.min_elements and not tensor.has("sparsity") and math.prod(tensor.ints("shape")) < options.min_elements:
-            return f"fewer than {options.min_elements} values (min_elements)"
+            return "min_elements", f"fewer than {options.min_elements} values (min_elements)"
         for o in self.readers[t]:
-            if self.ops[o] == BUILTIN_OPS["CUSTOM"] and not options.custom_op_inputs:
-                return f"read by {self.label(o)}, whose kernel may need a constant input (custom_op_inputs converts it)"
+            if self.ops[o] == _CUSTOM and not options.custom_op_inputs:
+                return "custom_operator", (
+                    f"read by {self.label(o)}, whose kernel may need a constant input (custom_op_inputs converts it)"
+                )
             if self.is_hybrid(o):
-                return f"read by hybrid {self.label(o)}, whose weights are already quantized"
+                return "hybrid_operator", f"read by hybrid {self.label(o)}, whose weights are already quantized"
             if tensor.has("sparsity") and (self.ops[o] != DENSIFY or len(self.operators[o].ints("outputs")) != 1):
-                return f"sparse, and read by {self.label(o)} rather than a DENSIFY with one output"
+                return "sparse", f"sparse, and read by {self.label(o)} rather than a DENSIFY with one output"
         return None
 
 
-def make_plan(model: TFLiteModel, options: Options = Options()) -> Plan:
-    """The plan for ``model`` under ``options``; does not change it.
+class _SkipOps:
+    """The operators of ``Options.skip_ops``: builtin codes and custom names."""
+
+    def __init__(self, names: Tuple[str, ...]) -> None:
+        self.builtins = {BUILTIN_OPS[n]: n for n in names if not n.startswith("CUSTOM:")}
+        self.customs = {n[len("CUSTOM:"):]: n for n in names if n.startswith("CUSTOM:")}
+
+    def __bool__(self) -> bool:
+        return bool(self.builtins or self.customs)
+
+    def lists(self, op: int, custom_code: str) -> str:
+        """The skip_ops entry naming this operator, or ''."""
+        if op == _CUSTOM:
+            return self.customs.get(custom_code, "")
+        return self.builtins.get(op, "")
+
+
+def make_plan(model: TFLiteModel, options: Optional[Options] = None, executor: Optional[Executor] = None) -> Plan:
+    """The plan for ``model`` under ``options``; does not change the model.
+
+    Raises :class:`~tflite_fp16.errors.LossyModelError` for lossy constants
+    under ``lossy="error"``.
 
     >>> from tflite_fp16.reader import read_model      # doctest: +SKIP
     >>> print(make_plan(read_model("model.tflite")).describe())   # doctest: +SKIP
     """
+    options = options if options is not None else Options()
     codes = model.operator_codes
     ops_of_codes = [op_of(code) for code in codes]
-    converted_by_buffer: Dict[int, List[TensorRef]] = defaultdict(list)
+    skip = _SkipOps(options.skip_ops)
+    candidates: Dict[int, List[TensorRef]] = defaultdict(list)
     kept_readers: Dict[int, List[str]] = defaultdict(list)  # what reads a buffer's bytes as they are
-    skipped: List[SkippedTensor] = []
-    sparse: List[TensorRef] = []
+    kept: List[KeptTensor] = []
+    constants: Counter[str] = Counter()
+    unused_patterns = set(options.keep)
 
     for entry in model.root.tables("metadata"):
-        kept_readers[entry.get("buffer")].append(f"metadata '{_name(entry.get('name'))}'")
+        kept_readers[entry.get("buffer")].append(f"metadata {quote(_name(entry.get('name')))}")
     for index in model.root.ints("metadata_buffer"):
         kept_readers[index].append("Model.metadata_buffer")
 
     for s in range(len(model.subgraphs)):
-        subgraph = _Subgraph(model, s, ops_of_codes, options)
+        subgraph = _Subgraph(model, s, ops_of_codes, skip, options)
         for t, tensor in enumerate(subgraph.tensors):
             b = tensor.get("buffer")
             data = model.buffer_data(b)
             if data.size == 0:
                 continue
-            ref = TensorRef(s, t, _name(tensor.get("name")))
-            if tensor.get("type") != FLOAT32:
-                type_name = _TYPE_NAMES.get(tensor.get("type"), f"type {tensor.get('type')}")
+            tensor_type = tensor.get("type")
+            constants[TYPE_NAMES.get(tensor_type, f"type {tensor_type}")] += 1
+            if tensor_type != FLOAT32:
+                type_name = TYPE_NAMES.get(tensor_type, f"type {tensor_type}")
                 kept_readers[b].append(f"{type_name} tensor {t} of subgraph {s}")
                 continue
-            reason = subgraph.skip_reason(t)
-            if reason is not None:
-                skipped.append(SkippedTensor(ref, b, reason))
+            name = _name(tensor.get("name"))
+            if unused_patterns:
+                unused_patterns -= {p for p in unused_patterns if matches(name, p)}
+            ref = TensorRef(s, t, name, tuple(tensor.ints("shape")))
+            found = subgraph.keep_reason(t, name)
+            if found is not None:
+                kept.append(KeptTensor(ref, b, data.size // 4, *found))
                 kept_readers[b].append(f"float32 tensor {t} of subgraph {s}")
                 continue
             _check_size(ref, tensor, b, data.size)
-            converted_by_buffer[b].append(ref)
-            if tensor.has("sparsity"):
-                sparse.append(ref)
+            candidates[b].append(ref)
 
-    conversions = tuple(
-        BufferConversion(
-            buffer=b,
-            tensors=tuple(converted_by_buffer[b]),
-            elements=model.buffer_data(b).size // 4,
-            new_buffer=bool(kept_readers.get(b)),
-            kept_by=tuple(kept_readers.get(b, ())),
+    buffers = sorted(candidates)
+    stats = dict(zip(buffers, value_stats([model.buffer_data(b) for b in buffers], executor)))
+    lossy = _find_lossy(model, stats, options.max_cast_error, executor)
+    if lossy and options.lossy == "error":
+        raise LossyModelError(_lossy_error_message(lossy, candidates, options.max_cast_error))
+
+    conversions = []
+    sparse: List[TensorRef] = []
+    for b in buffers:
+        refs = candidates[b]
+        if b in lossy and options.lossy == "keep":
+            for ref in refs:
+                kept.append(KeptTensor(ref, b, stats[b].elements, "lossy", lossy[b]))
+            continue
+        conversions.append(
+            BufferConversion(
+                buffer=b,
+                tensors=tuple(refs),
+                elements=stats[b].elements,
+                new_buffer=bool(kept_readers.get(b)),
+                kept_by=tuple(kept_readers.get(b, ())),
+                values=stats[b],
+                lossy=lossy.get(b, ""),
+            )
         )
-        for b in sorted(converted_by_buffer)
-    )
+        sparse.extend(ref for ref in refs if model.subgraphs[ref.subgraph].tables("tensors")[ref.tensor].has("sparsity"))
+    kept.sort(key=lambda k: (k.tensor.subgraph, k.tensor.tensor))
+
+    warnings = [f"keep pattern {quote(p)} matches no float32 constant" for p in options.keep if p in unused_patterns]
+    present_builtins = set(ops_of_codes)
+    present_customs = {_name(c.get("custom_code")) for c, op in zip(codes, ops_of_codes) if op == _CUSTOM}
+    for name in options.skip_ops:
+        if name.startswith("CUSTOM:"):
+            present = name[len("CUSTOM:"):] in present_customs
+        else:
+            present = BUILTIN_OPS[name] in present_builtins
+        if not present:
+            warnings.append(f"skip_ops {quote(name)} matches no operator of the model")
 
     dequantize_opcode = None
     min_runtime = None
+    found_version = read_min_runtime_version(model)
     if conversions:
-        candidates = [i for i, op in enumerate(ops_of_codes) if op == DEQUANTIZE and not codes[i].get("custom_code")]
-        if candidates:
-            dequantize_opcode = max(candidates, key=lambda i: (codes[i].get("version"), -i))
-        found = read_min_runtime_version(model)
-        if found is not None:
-            current = _version_tuple(found[1])
+        dequantize_candidates = [i for i, op in enumerate(ops_of_codes) if op == DEQUANTIZE and not codes[i].get("custom_code")]
+        if dequantize_candidates:
+            dequantize_opcode = max(dequantize_candidates, key=lambda i: (codes[i].get("version"), -i))
+        if found_version is not None:
+            current = _version_tuple(found_version[1])
             if current is not None and current < _version_tuple(MIN_RUNTIME_VERSION):  # type: ignore[operator]
-                min_runtime = (found[1], MIN_RUNTIME_VERSION)
-    return Plan(conversions, tuple(skipped), dequantize_opcode, min_runtime, tuple(sparse))
+                min_runtime = (found_version[1], MIN_RUNTIME_VERSION)
+    return Plan(
+        tuple(conversions), tuple(kept), dequantize_opcode, min_runtime, tuple(sparse), tuple(warnings),
+        dict(constants), found_version[1] if found_version is not None else None,
+    )
+
+
+def _find_lossy(model: TFLiteModel, stats: Dict[int, ValueStats], limit: float, executor: Optional[Executor]) -> Dict[int, str]:
+    """Buffer -> why its cast is lossy, for every lossy buffer. Exact errors only where the bound exceeds ``limit``."""
+    lossy = {}
+    for b, values in stats.items():
+        if not values.saturates and values.error_bound() <= limit:
+            continue
+        data = model.buffer_data(b).view("<f4")
+        exact = cast_statistics(data, values, executor)
+        if exact.saturated or exact.rel_l2_error > limit:
+            lossy[b] = lossy_detail(data, exact, limit)
+    return lossy
+
+
+def _g(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def lossy_detail(data: np.ndarray, stats: CastStats, limit: float) -> str:
+    """Why casting float32 ``data`` to float16 is lossy, in numbers (``stats`` are its cast's)."""
+    parts = []
+    n = stats.elements
+    if stats.saturated:
+        beyond = data[np.abs(data) > FLOAT16_MAX]
+        infinities = [s for s, present in (("+inf", np.isposinf(beyond).any()), ("-inf", np.isneginf(beyond).any())) if present]
+        if stats.saturated == 1 and infinities:
+            parts.append(f"value {infinities[0]} has no float16 equivalent below inf: it would become {infinities[0][0]}65504")
+        else:
+            finite = beyond[np.isfinite(beyond)]
+            examples = infinities + ([f"largest finite {_g(float(np.abs(finite).max()))}"] if finite.size else [])
+            parts.append(
+                f"{stats.saturated} of {n} values lie beyond +-65504 and would saturate to +-65504 ({', '.join(examples)})"
+            )
+    if stats.flushed:
+        half = np.clip(data, -FLOAT16_MAX, FLOAT16_MAX).astype("<f2")
+        flushed = np.abs(data[(half == 0) & (data != 0)])
+        example = _g(float(flushed[0])) if stats.flushed == 1 else f"largest {_g(float(flushed.max()))}"
+        parts.append(f"{stats.flushed} of {n} values ({example}) would become 0")
+    if stats.rel_l2_error > limit and not stats.saturated and stats.flushed < n:
+        subnormal = int(np.count_nonzero((np.abs(data) < FLOAT16_MIN_NORMAL) & (data != 0)))
+        sentence = f"relative L2 cast error {_g(stats.rel_l2_error)} exceeds max_cast_error {_g(limit)}"
+        if subnormal and not stats.flushed:
+            sentence += f" ({subnormal} of {n} values lie below float16's normal range, {_g(FLOAT16_MIN_NORMAL)})"
+        parts.append(sentence)
+    return "; ".join(parts)
+
+
+def _lossy_error_message(lossy: Dict[int, str], candidates: Dict[int, List[TensorRef]], limit: float) -> str:
+    names = []
+    for b, detail in lossy.items():
+        for ref in candidates[b]:
+            names.append(f"subgraph {ref.subgraph} tensor {ref.tensor} {quote(ref.name)} ({detail})")
+    shown = "; ".join(names[:5]) + (f"; and {len(names) - 5} more" if len(names) > 5 else "")
+    return (
+        f"{len(names)} float32 constant{'s' if len(names) != 1 else ''} cannot be stored as float16 faithfully "
+        f"(max_cast_error {_g(limit)}): {shown}. Use lossy='keep' (--lossy keep) to keep them float32, "
+        f"or lossy='convert' (--lossy convert) to convert them as TensorFlow does"
+    )
 
 
 def _check_size(ref: TensorRef, tensor: Table, buffer: int, size: int) -> None:
@@ -301,6 +494,6 @@ def _check_size(ref: TensorRef, tensor: Table, buffer: int, size: int) -> None:
     expected = None if tensor.has("sparsity") else 4 * math.prod(shape)
     if (expected is not None and size != expected) or size % 4:
         raise InvalidModelError(
-            f"subgraph {ref.subgraph} tensor {ref.tensor} '{ref.name}' is FLOAT32 of shape {shape} but its buffer "
+            f"subgraph {ref.subgraph} tensor {ref.tensor} {quote(ref.name)} is FLOAT32 of shape {shape} but its buffer "
             f"{buffer} holds {size} bytes" + (f" (expected {expected})" if expected is not None else "")
         )

@@ -30,22 +30,21 @@ import tempfile
 from functools import lru_cache
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Dict, List, Tuple, Union
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple, TypeVar, Union
 
 import numpy as np
 
-from .cast import CastCounts, Float16Cast, cast_batch
+from .cast import SMALL_ELEMENTS, Float16Cast, cast_batch
 from .errors import RewriteError
 from .model import Table, TFLiteModel
 from .schema import NUMPY_DTYPES, SCALAR_FORMATS, SCHEMA
 
-__all__ = ["write_model", "to_bytes", "LAYOUTS", "FLATBUFFER_LIMIT"]
+__all__ = ["write_model", "to_bytes", "serialize", "copy_file", "LAYOUTS", "FLATBUFFER_LIMIT"]
 
 ALIGNMENT = 16
 TAIL_PADDING = 16
 FLATBUFFER_LIMIT = 2**31 - 1  # the largest flatbuffer (offsets are signed 32-bit)
 LAYOUTS = ("auto", "normal", "offset")
-_SMALL_CAST = 1 << 16  # elements; smaller float16 casts are done in batches
 _BATCH_ELEMENTS = 1 << 22  # elements per batch: bounds the float16 data held before it is written
 _PLACEHOLDER_OFFSET = 2  # any value > 1 keeps Buffer.offset present until patched
 _U32 = struct.Struct("<I")
@@ -289,10 +288,10 @@ def _layout_for(model: TFLiteModel, layout: str) -> Tuple[bytearray, List[Tuple[
     return head, emitter.region, emitter.region_end, emitter.layout
 
 
-def _write_parts(handle: BinaryIO, model: TFLiteModel, layout: str) -> Tuple[int, CastCounts, str]:
+def _write_parts(handle: BinaryIO, model: TFLiteModel, layout: str) -> Tuple[int, str]:
     head, region, region_size, chosen = _layout_for(model, layout)
     casts = [data for _, data in region if isinstance(data, Float16Cast)]
-    small = [c for c in casts if c.source.size <= _SMALL_CAST]
+    small = [c for c in casts if c.source.size <= SMALL_ELEMENTS]
     next_small = 0  # small casts before this index are cast already
     handle.write(head)
     written = 0
@@ -324,51 +323,53 @@ def _write_parts(handle: BinaryIO, model: TFLiteModel, layout: str) -> Tuple[int
         handle.write(bytes(tail))
     trailing = memoryview(model.trailing).cast("B")
     handle.write(trailing)
-    counts = CastCounts()
-    for cast in casts:
-        counts += cast.counts
-    return len(head) + written + tail + len(trailing), counts, chosen
+    return len(head) + written + tail + len(trailing), chosen
 
 
 @dataclass(frozen=True)
 class WriteResult:
-    """What :func:`write_model` wrote."""
+    """What :func:`write_model` wrote. (What each cast did is on its :class:`Float16Cast`.)"""
 
     size: int
     layout: str  # "normal" or "offset"
-    counts: CastCounts
+
+
+def serialize(model: TFLiteModel, layout: str = "auto") -> Tuple[bytes, str]:
+    """The whole output file as bytes, and the layout chosen (for :func:`~tflite_fp16.rewrite_bytes`)."""
+    import io
+
+    stream = io.BytesIO()
+    _, chosen = _write_parts(stream, model, layout)
+    return stream.getvalue(), chosen
 
 
 def to_bytes(model: TFLiteModel, layout: str = "auto") -> bytes:
     """The whole output file as bytes (for tests and small models)."""
-    import io
-
-    stream = io.BytesIO()
-    _write_parts(stream, model, layout)
-    return stream.getvalue()
+    return serialize(model, layout)[0]
 
 
-def write_model(model: TFLiteModel, path: PathLike, layout: str = "auto") -> WriteResult:
-    """Write ``model`` to ``path`` atomically.
+Check = Optional[Callable[[str], None]]
+_T = TypeVar("_T")
 
-    ``layout``: ``"normal"`` keeps buffer data inside the flatbuffer (up to
-    2 GiB), ``"offset"`` puts it after the flatbuffer (``Buffer.offset/size``),
-    ``"auto"`` chooses normal whenever it fits. The data goes to a temporary
-    file next to ``path`` that replaces ``path`` only once it is complete, so
-    a failure leaves no partial output.
-    """
+
+def _atomic_write(path: PathLike, fill: Callable[[BinaryIO], _T], before_commit: Check = None) -> _T:
+    """Write ``path`` through a temporary file in its directory, renamed over it
+    only when complete (and after ``before_commit(temporary_path)`` returns);
+    on any failure the temporary file is removed and ``path`` is untouched."""
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
     fd, temporary = tempfile.mkstemp(prefix=".tflite-fp16-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
-            size, counts, chosen = _write_parts(handle, model, layout)
+            result = fill(handle)
         if os.path.exists(target):
             os.chmod(temporary, os.stat(target).st_mode & 0o7777)
         else:
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(temporary, 0o666 & ~umask)
+        if before_commit is not None:
+            before_commit(temporary)
         os.replace(temporary, target)
     except BaseException:
         try:
@@ -376,4 +377,42 @@ def write_model(model: TFLiteModel, path: PathLike, layout: str = "auto") -> Wri
         except FileNotFoundError:
             pass
         raise
-    return WriteResult(size, chosen, counts)
+    return result
+
+
+def write_model(model: TFLiteModel, path: PathLike, layout: str = "auto", before_commit: Check = None) -> WriteResult:
+    """Write ``model`` to ``path`` atomically.
+
+    ``layout``: ``"normal"`` keeps buffer data inside the flatbuffer (up to
+    2 GiB), ``"offset"`` puts it after the flatbuffer (``Buffer.offset/size``),
+    ``"auto"`` chooses normal whenever it fits. The data goes to a temporary
+    file next to ``path`` that replaces ``path`` only once it is complete (and
+    ``before_commit``, if given, has accepted it), so a failure leaves no
+    partial output.
+    """
+    size, chosen = _atomic_write(path, lambda handle: _write_parts(handle, model, layout), before_commit)
+    return WriteResult(size, chosen)
+
+
+def copy_file(source: Any, path: PathLike, before_commit: Check = None) -> int:
+    """Write the bytes of ``source`` (a path, or a bytes-like object) to ``path`` atomically; return the size."""
+
+    def fill(handle: BinaryIO) -> int:
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as original:
+                return _copy_stream(original, handle)
+        view = memoryview(source).cast("B")
+        handle.write(view)
+        return len(view)
+
+    return _atomic_write(path, fill, before_commit)
+
+
+def _copy_stream(source: BinaryIO, target: BinaryIO) -> int:
+    total = 0
+    while True:
+        block = source.read(1 << 22)
+        if not block:
+            return total
+        target.write(block)
+        total += len(block)

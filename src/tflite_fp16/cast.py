@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import Executor
-from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -229,18 +229,78 @@ def value_stats(arrays: Sequence[np.ndarray], executor: Optional[Executor] = Non
         group = small[first : first + 4096]
         for i, stats in zip(group, _value_stats_batch([sources[i] for i in group])):
             result[i] = stats
-    for i, source in enumerate(sources):
-        if source.size <= SMALL_ELEMENTS:
-            continue
-        blocks = [source[start : start + BLOCK_ELEMENTS] for start in range(0, source.size, BLOCK_ELEMENTS)]
-        parts = list(executor.map(_value_stats_large, blocks)) if executor is not None else [_value_stats_large(b) for b in blocks]
-        result[i] = _finish_value_stats(
-            source.size, max(p[0] for p in parts), min(p[1] for p in parts), sum(p[2] for p in parts), sum(p[3] for p in parts)
-        )
+    large = [i for i, s in enumerate(sources) if s.size > SMALL_ELEMENTS]
+    blocks = [(i, sources[i][start : start + BLOCK_ELEMENTS]) for i in large for start in range(0, sources[i].size, BLOCK_ELEMENTS)]
+    measured = executor.map(_value_stats_large, [b for _, b in blocks]) if executor is not None else map(_value_stats_large, [b for _, b in blocks])
+    parts: Dict[int, List[Tuple[int, int, int, float]]] = {i: [] for i in large}
+    for (i, _), part in zip(blocks, measured):
+        parts[i].append(part)
+    for i in large:
+        p = parts[i]
+        result[i] = _finish_value_stats(sources[i].size, max(q[0] for q in p), min(q[1] for q in p), sum(q[2] for q in p), sum(q[3] for q in p))
     return result  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------- the cast
+
+
+_U32 = np.uint32
+_NORMAL_BITS = _U32(0x38800000)  # float32 bits of 2**-14, float16's smallest normal value
+_HALF_BITS = _U32(0x3F000000)  # float32 bits of 0.5
+
+
+class _Scratch:
+    """Per-block work arrays, one chunk long, reused chunk after chunk (they stay in cache)."""
+
+    def __init__(self, size: int) -> None:
+        self.magnitude = np.empty(size, "<u4")
+        self.other = np.empty(size, "<u4")
+        self.rounded = np.empty(size, "<u4")
+        self.error = np.empty(size, "<f4")
+
+
+def _cast_chunk(chunk: np.ndarray, half: np.ndarray, scratch: _Scratch) -> Tuple[float, float, int]:
+    """Cast float32 ``chunk`` (finite, |x| <= 65504) into float16 ``half``; return
+    (sum of squared errors, max abs error, values flushed to zero).
+
+    NumPy's float32 -> float16 conversion is slow where the CPU path is not
+    vectorised (about 3 ns a value), and widening back to measure the error
+    costs half as much again. In float16's normal range, rounding to float16
+    is rounding the float32 significand to 10 bits, to nearest even, which a
+    few integer operations on the bits do; the rounded float32 is the float16
+    value itself, so the error comes for free. Values below float16's normal
+    range (and zeros) are rounded at float16's subnormal step with a float add.
+    """
+    n = chunk.size
+    bits = chunk.view("<u4")
+    magnitude, other, rounded, error = scratch.magnitude[:n], scratch.other[:n], scratch.rounded[:n], scratch.error[:n]
+    np.bitwise_and(bits, _ABS_BITS, out=magnitude)
+    np.right_shift(magnitude, _U32(13), out=other)
+    np.bitwise_and(other, _U32(1), out=other)
+    np.add(other, _U32(0x0FFF), out=other)
+    np.add(magnitude, other, out=rounded)  # + 0x0FFF, + 1 more when the kept last bit is odd: ties to even
+    np.bitwise_and(rounded, _U32(0xFFFFE000), out=rounded)
+    np.subtract(rounded.view("<f4"), magnitude.view("<f4"), out=error)
+    below = magnitude < _NORMAL_BITS
+    np.subtract(rounded, _U32(0x38000000), out=rounded)  # exponent bias 127 -> 15
+    np.right_shift(rounded, _U32(13), out=rounded)
+    np.right_shift(bits, _U32(16), out=other)
+    np.bitwise_and(other, _U32(0x8000), out=other)
+    np.bitwise_or(rounded, other, out=rounded)
+    half_bits = half.view("<u2")
+    half_bits[...] = rounded
+    flushed = 0
+    if below.any():
+        # Below 2**-14 float16 steps by 2**-24: adding 0.5 (whose float32 ulp is 2**-24) rounds
+        # |x| to that step, to nearest even, and the sum's bits minus 0.5's are the float16 bits.
+        where = np.flatnonzero(below)
+        small = magnitude[where].view("<f4")
+        summed = small + np.float32(0.5)
+        half_bits[where] = (summed.view("<u4") - _HALF_BITS).astype("<u2") | (bits[where] >> _U32(16) & _U32(0x8000)).astype("<u2")
+        value = summed - np.float32(0.5)
+        error[where] = value - small
+        flushed = int(np.count_nonzero((value == 0) & (small != 0)))
+    return float(np.dot(error, error)), max(float(error.max()), -float(error.min())), flushed
 
 
 def _cast_block(source: np.ndarray, values: ValueStats) -> Tuple[np.ndarray, CastStats]:
@@ -250,41 +310,43 @@ def _cast_block(source: np.ndarray, values: ValueStats) -> Tuple[np.ndarray, Cas
     pre-pass's); otherwise it is computed here in float64.
     """
     out = np.empty(source.size, "<f2")
-    clip, finite, narrow, flushes = values.saturates, values.finite, values.narrow, values.flushes
-    size = min(source.size, CHUNK_ELEMENTS)
-    scratch = np.empty(size if clip else 0, "<f4")
-    difference = np.empty(size, "<f4" if narrow else "<f8")
+    if not values.narrow or values.saturates:
+        return out, _cast_block_wide(source, out)
+    scratch = _Scratch(min(source.size, CHUNK_ELEMENTS))
+    flushed = 0
+    max_error = squared_error = 0.0
+    for start in range(0, source.size, CHUNK_ELEMENTS):
+        chunk = source[start : start + CHUNK_ELEMENTS]
+        chunk_error, chunk_max, chunk_flushed = _cast_chunk(chunk, out[start : start + chunk.size], scratch)
+        squared_error += chunk_error
+        max_error = max(max_error, chunk_max)
+        flushed += chunk_flushed
+    return out, CastStats(source.size, 0, 0, flushed, max_error, squared_error, 0.0)
+
+
+def _cast_block_wide(source: np.ndarray, out: np.ndarray) -> CastStats:
+    """The cast of a block with values beyond +-65504, infinities, NaNs or badly scaled values:
+    NumPy's conversion, sums in float64 (slower; such constants are lossy and rare)."""
     saturated = infinities = flushed = 0
     max_error = squared_error = sum_squares = 0.0
     for start in range(0, source.size, CHUNK_ELEMENTS):
         chunk = source[start : start + CHUNK_ELEMENTS]
         half = out[start : start + chunk.size]
-        if clip:
-            clipped = scratch[: chunk.size]
-            np.clip(chunk, -FLOAT16_MAX, FLOAT16_MAX, out=clipped)
-            half[...] = clipped
-            saturated += int(np.count_nonzero(chunk > FLOAT16_MAX)) + int(np.count_nonzero(chunk < -FLOAT16_MAX))
-        else:
-            half[...] = chunk
-        error = difference[: chunk.size]
-        error[...] = half
-        np.subtract(error, chunk, out=error)
-        if not finite:
-            bad = ~np.isfinite(chunk)
-            if bad.any():
-                error[bad] = 0.0
-                infinities += int(np.count_nonzero(np.isinf(chunk)))
+        half[...] = np.clip(chunk, -FLOAT16_MAX, FLOAT16_MAX)
+        saturated += int(np.count_nonzero(np.abs(chunk) > FLOAT16_MAX))
+        wide = chunk.astype(np.float64)
+        bad = ~np.isfinite(wide)
+        if bad.any():
+            wide[bad] = 0.0
+            infinities += int(np.count_nonzero(np.isinf(chunk)))
+        error = half.astype(np.float64)
+        error[bad] = 0.0
+        error -= wide
         squared_error += float(np.dot(error, error))
-        max_error = max(max_error, float(error.max()), -float(error.min()))
-        if not narrow:
-            wide = chunk.astype(np.float64)
-            wide[~np.isfinite(wide)] = 0.0
-            sum_squares += float(np.dot(wide, wide))
-        if flushes:
-            at_zero = np.flatnonzero((half.view("<u2") & _ABS_MASK16) == 0)
-            if at_zero.size:
-                flushed += int(np.count_nonzero(chunk[at_zero]))
-    return out, CastStats(source.size, saturated, infinities, flushed, max_error, squared_error, sum_squares)
+        max_error = max(max_error, float(np.abs(error).max()))
+        sum_squares += float(np.dot(wide, wide))
+        flushed += int(np.count_nonzero((half == 0) & (chunk != 0)))
+    return CastStats(source.size, saturated, infinities, flushed, max_error, squared_error, sum_squares)
 
 
 def _block_sum_squares(values: ValueStats) -> Optional[float]:

@@ -166,3 +166,29 @@ def test_value_stats_batches_many_small_arrays_like_one_at_a_time() -> None:
         alone = value_stats([a])[0]
         assert alone == s
     assert together[10].nans == 1 and together[20].max_magnitude == math.inf
+
+
+def test_every_exponent_and_every_rounding_pattern_matches_numpy() -> None:
+    """Rounding to float16 depends on the exponent and on the low 14 bits of the significand
+    (the 13 dropped bits and the last kept one); carries reach the exponent. Every float32
+    exponent up to 2**16 (above, values saturate), every such 14-bit pattern, both signs, two
+    patterns of the other significand bits: 9 million values, bit for bit, through the integer
+    rounding itself and through the public cast. (benchmarks/check_cast_exhaustive.py checks
+    all 2**32 float32 values.)"""
+    from tflite_fp16.cast import _cast_chunk, _Scratch
+
+    low = np.arange(1 << 14, dtype=np.uint32)
+    patterns = [
+        np.uint32(sign << 31) | np.uint32(exponent << 23) | np.uint32(high << 14) | low
+        for exponent in range(0, 143) for high in (0, 0x1FF) for sign in (0, 1)
+    ]
+    x = np.clip(np.concatenate(patterns).view("<f4"), -65504, 65504)
+    want = reference(x).view("<u2")
+    half = np.empty(x.size, "<f2")
+    scratch = _Scratch(CHUNK_ELEMENTS)
+    flushed = 0
+    for start in range(0, x.size, CHUNK_ELEMENTS):
+        flushed += _cast_chunk(x[start : start + CHUNK_ELEMENTS], half[start : start + CHUNK_ELEMENTS], scratch)[2]
+    assert np.array_equal(half.view("<u2"), want)
+    assert flushed == int(np.count_nonzero((want & 0x7FFF == 0) & (x != 0)))
+    assert np.array_equal(cast_to_float16(x).data.view("<u2"), want)

@@ -292,7 +292,7 @@ class _Subgraph:
             for o in self.readers[t]:
                 listed = self.skip.lists(self.ops[o], self.custom_code(o) if self.ops[o] == _CUSTOM else "")
                 if listed:
-                    return "skip_op", f"read by {self.label(o)}, listed in skip_ops as {listed}"
+                    return "skip_op", f"read by {self.label(o)}, listed in skip_ops as {quote(listed)}"
         if options.min_elements and not tensor.has("sparsity") and math.prod(tensor.ints("shape")) < options.min_elements:
             return "min_elements", f"fewer than {options.min_elements} values (min_elements)"
         for o in self.readers[t]:

@@ -136,7 +136,8 @@ class Report:
         kept = len(self.plan.kept)
         lossy = self.plan.kept_by_reason().get("lossy", 0)
         verb = "would be converted" if self.dry_run else "converted"
-        line = f"{self.tensors_converted} tensors {verb} to float16"
+        count = self.tensors_converted
+        line = f"{count} tensor{'s' if count != 1 else ''} {verb} to float16"
         if kept:
             line += f", {kept} kept float32" + (f" ({lossy} lossy)" if lossy else "")
         if self.dry_run:

@@ -454,7 +454,7 @@ def lossy_detail(data: np.ndarray, stats: CastStats, limit: float) -> str:
         beyond = data[np.abs(data) > FLOAT16_MAX]
         infinities = [s for s, present in (("+inf", np.isposinf(beyond).any()), ("-inf", np.isneginf(beyond).any())) if present]
         if stats.saturated == 1 and infinities:
-            parts.append(f"value {infinities[0]} has no float16 equivalent below inf: it would become {infinities[0][0]}65504")
+            parts.append(f"value {infinities[0]} would become {infinities[0][0]}65504 (the cast saturates at the largest float16)")
         else:
             finite = beyond[np.isfinite(beyond)]
             examples = infinities + ([f"largest finite {_g(float(np.abs(finite).max()))}"] if finite.size else [])

@@ -161,3 +161,16 @@ def test_default_output_lists_a_handful_then_counts(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "tflite_fp16", "-v", "--json", "-", str(path), str(tmp_path / "o.tflite")],
                             capture_output=True, text=True)
     assert len(json.loads(result.stdout)["kept"]) == 8 and result.stderr.count("(lossy)") == 8
+
+
+@pytest.mark.parametrize("size", [7, 70000])  # a small buffer (batched) and a large one (chunked)
+def test_nonfinite_constants_raise_no_numpy_warnings(tmp_path: Path, size: int) -> None:
+    values = np.tile(np.array([0x7F800001, 0x7FC00000, 0xFF800000, 0x3F800000, 0x7F7FFFFF, 1, 0], np.uint32), size // 7 + 1)[:size]
+    path = tmp_path / "in.tflite"
+    path.write_bytes(tb.build(model_with_constant(values.view("<f4"))))
+    for policy in ("keep", "convert"):
+        result = subprocess.run([sys.executable, "-W", "error", "-m", "tflite_fp16", "--lossy", policy, str(path),
+                                 str(tmp_path / "out.tflite")], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert all(line.startswith("tflite-fp16: warning: lossy constant converted") for line in result.stderr.splitlines())
+        assert ("RuntimeWarning" not in result.stderr) and ("Traceback" not in result.stderr)

@@ -118,3 +118,73 @@ def test_report_object_properties(tmp_path: Path) -> None:
     assert all(math.isfinite(e.rel_l2_error) for e in report.converted)
     assert report.to_dict()["options"]["min_elements"] == 2
     assert report.kept and all(k.reason for k in report.kept)
+
+
+def test_every_reason_code_on_one_model(tmp_path: Path) -> None:
+    """One float32 constant per reason a constant stays float32, and one that converts."""
+    names = ["x", "out_const", "in_const", "var_const", "written_const", "unread_const", "kept_by_pattern",
+             "read_by_mul", "tiny", "custom_input", "hybrid_bias", "sparse_const", "epsilon", "ordinary",
+             "h", "y", "int8_w", "z"]
+    index = {n: i for i, n in enumerate(names)}
+    buffers: list = [None]
+
+    def constant(name: str, values, **extra) -> tb.Tensor:  # type: ignore[no-untyped-def]
+        buffers.append(tb.float_bytes(values))
+        return tb.Tensor([len(values)], name=name, buffer=len(buffers) - 1, **extra)
+
+    tensors = [
+        tb.Tensor([4], name="x"),
+        constant("out_const", [1, 2, 3, 4]),
+        constant("in_const", [1, 2, 3, 4]),
+        constant("var_const", [1, 2, 3, 4], is_variable=True),
+        constant("written_const", [1, 2, 3, 4]),
+        constant("unread_const", [1, 2, 3, 4]),
+        constant("kept_by_pattern", [1, 2, 3, 4]),
+        constant("read_by_mul", [1, 2, 3, 4]),
+        constant("tiny", [1.0]),
+        constant("custom_input", [1, 2, 3, 4]),
+        constant("hybrid_bias", [1, 2]),
+        constant("sparse_const", [1, 2, 3, 4], sparse=True),
+        constant("epsilon", [1e-10]),
+        constant("ordinary", [0.5, 0.25, 2, 3]),
+        tb.Tensor([4], name="h"),
+        tb.Tensor([2], name="y"),
+    ]
+    buffers.append(np.array([1, -1, 2, -2, 3, -3, 4, -4], "i1").tobytes())
+    tensors.append(tb.Tensor([2, 4], type=tb.INT8, name="int8_w", buffer=len(buffers) - 1, quantization=([0.5], [0])))
+    tensors.append(tb.Tensor([4], name="z"))
+    i = index
+    codes = [tb.OperatorCode(tb.ADD), tb.OperatorCode(tb.MUL), tb.OperatorCode(tb.CUSTOM, custom_code="MyOp"),
+             tb.OperatorCode(tb.FULLY_CONNECTED)]
+    operators = [
+        tb.Operator(0, [i["x"], i["in_const"]], [i["written_const"]]),
+        tb.Operator(0, [i["x"], i["var_const"]], [i["h"]]),
+        tb.Operator(0, [i["h"], i["kept_by_pattern"]], [i["h"]]),
+        tb.Operator(1, [i["h"], i["read_by_mul"]], [i["h"]]),
+        tb.Operator(0, [i["h"], i["tiny"]], [i["h"]]),
+        tb.Operator(2, [i["h"], i["custom_input"]], [i["h"]], custom_options=b"opts"),
+        tb.Operator(3, [i["h"], i["int8_w"], i["hybrid_bias"]], [i["y"]]),
+        tb.Operator(0, [i["h"], i["sparse_const"]], [i["z"]]),
+        tb.Operator(0, [i["z"], i["epsilon"]], [i["z"]]),
+        tb.Operator(0, [i["z"], i["ordinary"]], [i["z"]]),
+        tb.Operator(0, [i["z"], i["out_const"]], [i["z"]]),
+    ]
+    model = tb.Model(codes, [tb.Subgraph(tensors, operators, inputs=[i["x"], i["in_const"]],
+                                         outputs=[i["y"], i["z"], i["out_const"]])], buffers)
+    path = tmp_path / "reasons.tflite"
+    path.write_bytes(tb.build(model))
+    report = rewrite(path, None, keep=["kept_by_*"], skip_ops=["MUL"], min_elements=2)
+    reasons = {k.tensor.name: k.reason for k in report.kept}
+    assert reasons == {
+        "out_const": "subgraph_output", "in_const": "subgraph_input", "var_const": "variable",
+        "written_const": "written_by_operator", "unread_const": "unread", "kept_by_pattern": "keep_pattern",
+        "read_by_mul": "skip_op", "tiny": "min_elements", "custom_input": "custom_operator",
+        "hybrid_bias": "hybrid_operator", "sparse_const": "sparse", "epsilon": "min_elements",
+    }
+    assert set(reasons.values()) | {"lossy"} == set(REASONS)
+    assert [c.name for c in report.converted] == ["ordinary"]
+    # The option reasons come before the lossy check: without min_elements, 'epsilon' is lossy.
+    report = rewrite(path, None, keep=["kept_by_*"], skip_ops=["MUL"])
+    assert {k.tensor.name: k.reason for k in report.kept}["epsilon"] == "lossy"
+    assert [c.name for c in report.converted] == ["tiny", "ordinary"]
+    assert all(k.detail for k in report.kept)

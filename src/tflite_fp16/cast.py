@@ -24,9 +24,10 @@ NumPy's per-call overhead on models of many small constants.
 
 from __future__ import annotations
 
+import functools
 import math
 from concurrent.futures import Executor
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -43,9 +44,23 @@ BLOCK_ELEMENTS = 1 << 21  # 8 MiB of float32: the unit of work of one thread
 SMALL_ELEMENTS = 1 << 16  # buffers up to this size are measured and cast in batches
 _ABS_BITS = np.uint32(0x7FFFFFFF)
 _INF_BITS = 0x7F800000
+_F = TypeVar("_F", bound=Callable[..., Any])
 _ABS_MASK16 = np.uint16(0x7FFF)
 # Sums of squares in float32 are safe (no underflow or overflow) within these magnitudes.
 _NARROW_MIN, _NARROW_MAX = 2.0**-60, 2.0**32
+
+
+def _quiet(function: _F) -> _F:
+    """Run ``function`` without NumPy's floating-point warnings: infinities, NaNs (signalling
+    ones included) and overflowing squares are expected here, and counted, not warned about.
+    (``np.errstate`` is local to the thread, so this holds on the worker threads too.)"""
+
+    @functools.wraps(function)
+    def quiet(*args: Any, **kwargs: Any) -> Any:
+        with np.errstate(all="ignore"):
+            return function(*args, **kwargs)
+
+    return quiet  # type: ignore[return-value]
 
 
 def _bits_to_float(bits: int) -> float:
@@ -154,6 +169,7 @@ def _as_float32(values: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- value statistics
 
 
+@_quiet
 def _value_stats_large(source: np.ndarray) -> Tuple[int, int, int, float]:
     """(max abs bits of non-NaN values, min of (abs bits - 1) wrapping, NaN count, sum of squares) of one block."""
     bits = source.view("<u4")
@@ -185,6 +201,7 @@ def _finish_value_stats(elements: int, top: int, bottom: int, nans: int, squares
     return ValueStats(elements, _bits_to_float(top), min_nonzero, nans, squares)
 
 
+@_quiet
 def _value_stats_batch(sources: Sequence[np.ndarray]) -> List[ValueStats]:
     """Value statistics of many small float32 arrays in a few vectorised calls."""
     if not sources:
@@ -303,6 +320,7 @@ def _cast_chunk(chunk: np.ndarray, half: np.ndarray, scratch: _Scratch) -> Tuple
     return float(np.dot(error, error)), max(float(error.max()), -float(error.min())), flushed
 
 
+@_quiet
 def _cast_block(source: np.ndarray, values: ValueStats) -> Tuple[np.ndarray, CastStats]:
     """A new float16 array for float32 ``source`` (one block of a buffer), and what the cast did.
 
@@ -354,6 +372,7 @@ def _block_sum_squares(values: ValueStats) -> Optional[float]:
     return values.sum_squares if values.narrow else None
 
 
+@_quiet
 def _cast_many(sources: Sequence[np.ndarray], values: Sequence[ValueStats]) -> Tuple[np.ndarray, List[CastStats]]:
     """Cast many small float32 arrays at once: the float16 data, concatenated, and each one's stats."""
     sizes = np.fromiter((s.size for s in sources), np.int64, len(sources))

@@ -1,7 +1,7 @@
 """Check the float16 cast against NumPy's ``np.clip(x, -65504, 65504).astype('<f2')`` for
 every one of the 2**32 float32 bit patterns (NaNs, infinities, subnormals included).
 
-    python benchmarks/check_cast_exhaustive.py     # a few minutes
+    python benchmarks/check_cast_exhaustive.py     # about 8 minutes on 2 cores
 
 Prints the number of mismatching values (0 expected) and exits non-zero if any.
 """

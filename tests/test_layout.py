@@ -98,8 +98,8 @@ def test_offset_layout_is_idempotent_and_keeps_trailing_bytes(tmp_path: Path) ->
 
 
 def test_auto_switches_to_offset_when_the_flatbuffer_would_be_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(writer, "FLATBUFFER_LIMIT", 4000)  # stands in for 2 GiB
-    source = DATA / "small_cnn.fp32.tflite"  # 15 KB as float16: over the stand-in limit
+    monkeypatch.setattr(writer, "FLATBUFFER_LIMIT", 9000)  # stands in for 2 GiB
+    source = DATA / "small_cnn.fp32.tflite"  # 15 KB as float16 (6 KB without its data): over the stand-in limit
     out = tmp_path / "out.tflite"
     assert rewrite(source, out).layout == "offset"
     assert is_offset_layout(out)
@@ -109,7 +109,12 @@ def test_auto_switches_to_offset_when_the_flatbuffer_would_be_too_large(tmp_path
     with pytest.raises(RewriteError, match="offset layout"):
         rewrite(source, tmp_path / "forced.tflite", layout="normal")
     assert not (tmp_path / "forced.tflite").exists()
-    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tflite-fp16-")]
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tflite-fp16")]
+    # A flatbuffer part over the limit, even without its data, is refused before anything is written.
+    monkeypatch.setattr(writer, "FLATBUFFER_LIMIT", 3000)
+    with pytest.raises(RewriteError, match="without its buffer data"):
+        rewrite(source, tmp_path / "head.tflite")
+    assert sorted(os.listdir(tmp_path)) == ["out.tflite", "small.tflite", "small_out.tflite"]
 
 
 def test_unknown_layout_is_refused(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 import tflite_builder as tb
 from tflite_fp16 import InvalidInputsError, VerificationError, rewrite, rewrite_bytes, verify
 from tflite_fp16.options import DEFAULT_TOLERANCE
-from tflite_fp16.verify import PROBES, compare_outputs
+from tflite_fp16.verification import PROBES, compare_outputs
 
 DATA = Path(__file__).resolve().parent / "data"
 FP32_MODELS = sorted(p.name.split(".")[0] for p in DATA.glob("*.fp32.tflite"))

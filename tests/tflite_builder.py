@@ -44,6 +44,7 @@ class Operator:
     custom_options: Optional[bytes] = None
     options_type: int = FULLY_CONNECTED_OPTIONS  # the union type written with fused_activation
     large_custom_options: Optional[Tuple[int, int]] = None  # (offset, size) of custom options after the flatbuffer
+    options_fields: Optional[Sequence[Tuple[int, int]]] = None  # (slot, int32 value) of the options table, of options_type
 
 
 @dataclass
@@ -181,7 +182,12 @@ def _operator(builder: flatbuffers.Builder, op: Operator) -> int:
     inputs = _int_vector(builder, op.inputs)
     outputs = _int_vector(builder, op.outputs)
     options = None
-    if op.fused_activation is not None:
+    if op.options_fields is not None:
+        builder.StartObject(max((slot for slot, _ in op.options_fields), default=-1) + 1)
+        for slot, value in op.options_fields:
+            builder.PrependInt32Slot(slot, value, -1)
+        options = builder.EndObject()
+    elif op.fused_activation is not None:
         builder.StartObject(5)
         builder.PrependInt8Slot(0, op.fused_activation, 0)
         builder.PrependBoolSlot(2, True, False)  # keep_num_dims

@@ -4,30 +4,55 @@
 >>> report = rewrite("model.tflite", "model_fp16.tflite")   # doctest: +SKIP
 >>> print(report.summary())                                  # doctest: +SKIP
 
-``verify`` (LiteRT, the ``[verify]`` extra) is imported only when it is used.
+The public names are loaded on first use, so that ``import tflite_fp16`` (and
+the command's start-up) stays light; ``verify`` loads LiteRT (the
+``[verify]`` extra) only when it is called.
 """
 
-from typing import Any
+from __future__ import annotations
 
-from .api import ConvertedTensor, Report, plan_file, rewrite, rewrite_bytes
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
-    InvalidInputsError, InvalidModelError, LossyModelError, MissingDependencyError, RewriteError,
-    UnsupportedModelError, VerificationError,
+    InputChangedError, InputNotFoundError, InvalidInputsError, InvalidModelError, LossyModelError,
+    MissingDependencyError, OutputError, RewriteError, UnsupportedModelError, VerificationError,
 )
-from .options import Options
-from .plan import KeptTensor, Plan
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import ConvertedTensor, Report, plan_file, rewrite, rewrite_bytes
+    from .options import Options
+    from .plan import KeptTensor, Plan
 
 __all__ = [
     "rewrite", "rewrite_bytes", "plan_file", "verify", "Options", "Report", "Plan", "ConvertedTensor", "KeptTensor",
     "RewriteError", "InvalidModelError", "UnsupportedModelError", "LossyModelError", "VerificationError",
-    "MissingDependencyError", "InvalidInputsError",
+    "MissingDependencyError", "InvalidInputsError", "InputNotFoundError", "InputChangedError", "OutputError",
 ]
 __version__ = "0.1.0"
+
+_LAZY = {
+    "rewrite": "api", "rewrite_bytes": "api", "plan_file": "api", "Report": "api", "ConvertedTensor": "api",
+    "Options": "options", "Plan": "plan", "KeptTensor": "plan",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tflite_fp16' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:  # type: ignore[type-arg]
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def verify(*args: Any, **kwargs: Any) -> Any:
     """Run the original and the converted model in LiteRT and compare their outputs;
-    see :func:`tflite_fp16.verify.verify` (imported on first use)."""
-    from .verify import verify as _verify
+    see :func:`tflite_fp16.verification.verify` (imported on first use)."""
+    from .verification import verify as _verify
 
     return _verify(*args, **kwargs)

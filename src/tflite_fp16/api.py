@@ -18,10 +18,11 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Opt
 
 from .cast import CastStats, Float16Cast, measure
 from .edit import apply_plan
-from .errors import InvalidModelError, VerificationError
+from .errors import InputChangedError, InputNotFoundError, VerificationError
 from .model import TFLiteModel
 from .options import Options
 from .plan import KeptTensor, Plan, make_plan
+from .output import check_output
 from .reader import open_model, parse_model
 from .text import quote
 from .writer import copy_file, serialize, write_model
@@ -204,28 +205,31 @@ def rewrite(path_in: PathLike, path_out: Optional[PathLike], options: Optional[O
     opts = Options.resolve(options, **overrides)
     start = time.perf_counter()
     path_in = _existing(path_in)
-    size_before = os.path.getsize(path_in)
+    target = check_output(path_out) if path_out is not None else None
+    before = _identity(path_in)
+    size_before = before[0]
     verifier = _verifier(os.fspath(path_in), opts) if path_out is not None else None
     with _quiet_gc(), open_model(path_in) as model, _pool() as executor:
         plan = make_plan(model, opts, executor)
         if path_out is None:
             stats, added = _dry_run(model, plan, executor)
             return Report(os.fspath(path_in), None, size_before, None, None, plan, opts, stats, added, time.perf_counter() - start)
-        outcome = _Outcome(verifier)
+        outcome = _Outcome(verifier, path_in, before)
+        assert target is not None
         if not plan.conversions:
-            if os.path.abspath(path_out) == os.path.abspath(path_in):
+            if _same_file(path_in, target.final):
                 outcome.check(os.fspath(path_in))
                 size_after = size_before
             else:
-                size_after = copy_file(path_in, path_out, outcome.check)
+                size_after = copy_file(path_in, target, outcome.check)
             layout = None
             added = 0
             casts: Dict[int, Float16Cast] = {}
         else:
-            casts = {c.buffer: Float16Cast(model.buffer_data(c.buffer), c.values) for c in plan.conversions}
+            casts = _casts(model, plan)
             rewritten = apply_plan(model, plan, casts)
             added = _dequantize_count(model, rewritten)
-            written = write_model(rewritten, path_out, layout=opts.layout, before_commit=outcome.check)
+            written = write_model(rewritten, target, layout=opts.layout, before_commit=outcome.check)
             size_after, layout = written.size, written.layout
             del rewritten
         stats = {b: c.stats for b, c in casts.items() if c.stats is not None}
@@ -254,7 +258,7 @@ def rewrite_bytes(data: BytesLike, options: Optional[Options] = None, **override
             added = 0
             casts: Dict[int, Float16Cast] = {}
         else:
-            casts = {c.buffer: Float16Cast(model.buffer_data(c.buffer), c.values) for c in plan.conversions}
+            casts = _casts(model, plan)
             rewritten = apply_plan(model, plan, casts)
             added = _dequantize_count(model, rewritten)
             output, layout = serialize(rewritten, layout=opts.layout)
@@ -266,13 +270,21 @@ def rewrite_bytes(data: BytesLike, options: Optional[Options] = None, **override
 
 
 class _Outcome:
-    """Runs the verification (if any) on the finished output before it is committed."""
+    """Checks the finished output before it is committed: the input must not have changed
+    while it was read, and the verification (if any) must pass."""
 
-    def __init__(self, verifier: Any) -> None:
+    def __init__(self, verifier: Any, path_in: Optional[PathLike] = None, identity: Optional[Tuple[int, ...]] = None) -> None:
         self.verifier = verifier
+        self.path_in = path_in
+        self.identity = identity
         self.report: Any = None
 
     def check(self, path: str) -> None:
+        if self.path_in is not None and _identity(self.path_in, missing_ok=True) != self.identity:
+            raise InputChangedError(
+                f"{quote(os.fspath(self.path_in))} changed while it was being read (another program wrote, "
+                f"replaced or truncated it); no output written"
+            )
         if self.verifier is not None:
             self._judge(self.verifier.check(path))
 
@@ -291,16 +303,30 @@ def _verifier(original: Any, opts: Options) -> Any:
     LiteRT or unusable inputs fail fast."""
     if not opts.verify:
         return None
-    from .verify import Verifier
+    from .verification import Verifier
 
     return Verifier(original, opts.inputs, tolerance=opts.tolerance)
 
 
+def _casts(model: TFLiteModel, plan: Plan) -> Dict[int, Float16Cast]:
+    """One lazy float16 cast per converted buffer; buffers that share their data share the cast
+    (it is computed once, and written once)."""
+    by_data: Dict[int, Float16Cast] = {}
+    casts = {}
+    for c in plan.conversions:
+        data = model.buffer_data(c.buffer)
+        cast = by_data.get(id(data))
+        if cast is None:
+            cast = by_data[id(data)] = Float16Cast(data, c.values)
+        casts[c.buffer] = cast
+    return casts
+
+
 def _dry_run(model: TFLiteModel, plan: Plan, executor: Executor) -> Tuple[Dict[int, CastStats], int]:
     """The exact cast statistics of every conversion (no float16 data kept) and the DEQUANTIZE ops the edit adds."""
-    casts = {c.buffer: Float16Cast(model.buffer_data(c.buffer), c.values) for c in plan.conversions}
+    casts = _casts(model, plan)
     added = _dequantize_count(model, apply_plan(model, plan, casts))
-    measure(list(casts.values()), executor)
+    measure(list({id(c): c for c in casts.values()}.values()), executor)
     return {b: c.stats for b, c in casts.items() if c.stats is not None}, added
 
 
@@ -311,8 +337,26 @@ def _dequantize_count(before: TFLiteModel, after: TFLiteModel) -> int:
 
 def _existing(path: PathLike) -> PathLike:
     if not os.path.exists(path):
-        raise InvalidModelError(f"{quote(os.fspath(path))}: no such file")
+        raise InputNotFoundError(f"{quote(os.fspath(path))}: no such file")
     return path
+
+
+def _identity(path: PathLike, missing_ok: bool = False) -> Tuple[int, ...]:
+    """(size, modification time, inode, device): what changes when a file is written, replaced or truncated."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if missing_ok:
+            return ()
+        raise InputNotFoundError(f"{quote(os.fspath(path))}: no such file") from None
+    return info.st_size, info.st_mtime_ns, info.st_ino, info.st_dev
+
+
+def _same_file(a: PathLike, b: PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 @contextmanager

@@ -1,13 +1,21 @@
-"""The ``tflite-fp16`` command: parse, call :func:`tflite_fp16.rewrite`, print, exit."""
+"""The ``tflite-fp16`` command: parse, call :func:`tflite_fp16.rewrite`, print, exit.
+
+:func:`run` (the console script, and ``python -m tflite_fp16``) supervises
+:func:`main` in a child process: see :func:`run`. Only light modules are
+imported here; the rest is imported inside :func:`main`, where an interrupt
+still ends in one line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
-from typing import Any, Dict, List, Optional, TextIO
+import threading
+from typing import Any, Dict, List, Optional, Set, TextIO
 
 from . import __version__
-from .api import rewrite
 from .errors import (
     InvalidInputsError, InvalidModelError, LossyModelError, MissingDependencyError, RewriteError,
     UnsupportedModelError, VerificationError,
@@ -112,16 +120,139 @@ def _error_json(args: argparse.Namespace, error: BaseException, status: int) -> 
     }
 
 
+class Terminated(KeyboardInterrupt):
+    """A termination signal (SIGTERM, SIGHUP, SIGQUIT) turned into an exception, so that the
+    same clean-up as for Ctrl-C runs (no temporary file is left)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command; return its exit status (0 ok, 1 failure, 2 bad input or usage, 3 verification failed)."""
     try:
         return _main(argv)
-    except KeyboardInterrupt:
-        print("tflite-fp16: interrupted; no output written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        signum = interrupt.signum if isinstance(interrupt, Terminated) else signal.SIGINT
+        print(f"tflite-fp16: interrupted ({signal.Signals(signum).name}); no output written", file=sys.stderr)
+        return 128 + signum
+
+
+_TERMINATION = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, name)]
+
+
+def _raise_once(signum: int, frame: Any) -> None:
+    """Turn the first termination signal into an exception; ignore the ones that follow
+    (a terminal's Ctrl-C reaches the supervisor too, which forwards it), so that the
+    clean-up the first one starts is not cut short."""
+    for number in _TERMINATION:
+        signal.signal(number, signal.SIG_IGN)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Terminated(signum)
+
+
+def run() -> None:
+    """The command's entry point. On POSIX it forks: the child runs :func:`main` with the
+    termination signals turned into exceptions; the parent forwards signals to it, and
+    when the child dies from a signal no handler can survive (SIGBUS, when the input file
+    is truncated while it is memory-mapped; SIGKILL; a crash), the parent removes the
+    temporary files the child reported and says so in one line."""
+    argv = sys.argv[1:]
+    if not hasattr(os, "fork") or os.environ.get("TFLITE_FP16_NO_SUPERVISOR"):
+        for number in _TERMINATION:
+            signal.signal(number, _raise_once)
+        sys.exit(main(argv))
+    sys.exit(_supervise(argv))
+
+
+def _supervise(argv: List[str]) -> int:
+    read_end, write_end = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:
+        os.close(read_end)
+        status = EXIT_FAILURE
+        try:
+            for number in _TERMINATION:
+                signal.signal(number, _raise_once)
+            from . import output
+
+            output.temp_listeners.append(lambda event, path: _report(write_end, event, path))
+            status = main(argv)
+        except SystemExit as exit_:  # argparse: --help, --version, usage errors
+            status = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else EXIT_BAD_INPUT)
+        except KeyboardInterrupt:
+            status = 128 + signal.SIGINT
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(status)
+    os.close(write_end)
+    for number in _TERMINATION:
+        signal.signal(number, lambda signum, frame: _forward(child, signum))
+    temporaries: Set[str] = set()
+    reader = threading.Thread(target=_collect, args=(read_end, temporaries), daemon=True)
+    reader.start()
+    _, status = os.waitpid(child, 0)
+    reader.join(timeout=5)
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    signum = os.WTERMSIG(status)
+    for path in sorted(temporaries):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else f"signal {signum}"
+    if signum == getattr(signal, "SIGBUS", None):
+        print("tflite-fp16: error: the input file was truncated or changed while it was being read (SIGBUS); "
+              "no output written", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"tflite-fp16: error: the conversion was killed by {name}; no output written", file=sys.stderr)
+    return 128 + signum
+
+
+def _report(pipe: int, event: str, path: str) -> None:
+    try:
+        os.write(pipe, f"{event} {path}\n".encode("utf-8", "surrogateescape"))
+    except OSError:  # the supervisor is gone: nobody to tell
+        pass
+
+
+def _forward(child: int, signum: int) -> None:
+    try:
+        os.kill(child, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _collect(read_end: int, temporaries: Set[str]) -> None:
+    """Keep the set of the child's temporary files up to date from its reports on the pipe."""
+    pending = b""
+    with os.fdopen(read_end, "rb", buffering=0) as pipe:
+        while True:
+            chunk = pipe.read(65536)
+            if not chunk:
+                return
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                event, _, path = line.decode("utf-8", "surrogateescape").partition(" ")
+                if event == "created":
+                    temporaries.add(path)
+                else:
+                    temporaries.discard(path)
 
 
 def _main(argv: Optional[List[str]]) -> int:
+    from .output import _pause_for_tests
+
+    _pause_for_tests("start")
     parser = _parser()
     args = parser.parse_args(argv)
     if args.output is None and not args.dry_run:
@@ -132,6 +263,8 @@ def _main(argv: Optional[List[str]]) -> int:
     human: TextIO = sys.stderr if args.json == "-" else sys.stdout
     status = EXIT_OK
     try:
+        from .api import rewrite
+
         report = rewrite(args.input, None if args.dry_run else args.output, options)
     except VerificationError as error:
         status = EXIT_VERIFY_FAILED
@@ -178,4 +311,4 @@ def _failures(verification: Any) -> List[str]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -8,6 +8,7 @@ The input model is never changed.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any, Dict, List, Mapping, Set, Tuple
 
 import numpy as np
@@ -60,21 +61,34 @@ def apply_plan(model: TFLiteModel, plan: Plan, float16_data: Mapping[int, Any]) 
         empty_buffer = len(buffers)
         buffers.append(Table("Buffer", {}))
 
-    sparse = {(r.subgraph, r.tensor) for r in plan.sparse_tensors}
+    # Grouped by subgraph once: the work is linear in subgraphs plus conversions.
+    converted_in: Dict[int, Dict[int, int]] = defaultdict(dict)
+    for (sg, t), b in target_buffer.items():
+        converted_in[sg][t] = b
+    sparse_in: Dict[int, Set[int]] = defaultdict(set)
+    for ref in plan.sparse_tensors:
+        sparse_in[ref.subgraph].add(ref.tensor)
     subgraphs = []
+    rewritten: Dict[Tuple[int, Tuple[Tuple[int, int], ...], Tuple[int, ...]], Table] = {}
     for s, subgraph in enumerate(model.subgraphs):
-        converted = {t: b for (sg, t), b in target_buffer.items() if sg == s}
+        converted = converted_in.get(s)
         if not converted:
             subgraphs.append(subgraph)
             continue
-        subgraphs.append(_rewrite_subgraph(subgraph, converted, {t for (sg, t) in sparse if sg == s}, dequantize_code, empty_buffer))
+        # A subgraph the input uses at several places, with the same conversions, is rewritten
+        # once, so the output shares it too.
+        key = (id(subgraph), tuple(sorted(converted.items())), tuple(sorted(sparse_in[s])))
+        new = rewritten.get(key)
+        if new is None:
+            new = rewritten[key] = _rewrite_subgraph(subgraph, converted, sparse_in[s], dequantize_code, empty_buffer)
+        subgraphs.append(new)
 
     root = model.root
     if plan.min_runtime_version is not None:
         metadata, buffers = _raise_min_runtime_version(model, list(root.tables("metadata")), buffers, plan.min_runtime_version[1])
         root = root.replace(metadata=tuple(metadata))
     root = root.replace(operator_codes=tuple(codes), subgraphs=tuple(subgraphs), buffers=tuple(buffers))
-    return TFLiteModel(root=root, trailing=model.trailing)
+    return TFLiteModel(root=root, trailing=model.trailing, shared=model.shared)
 
 
 def _rewrite_subgraph(

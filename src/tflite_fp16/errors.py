@@ -6,7 +6,8 @@ from typing import Any
 
 __all__ = [
     "RewriteError", "InvalidModelError", "UnsupportedModelError", "LossyModelError",
-    "VerificationError", "MissingDependencyError", "InvalidInputsError",
+    "VerificationError", "MissingDependencyError", "InvalidInputsError", "InputNotFoundError", "InputChangedError",
+    "OutputError",
 ]
 
 
@@ -32,7 +33,7 @@ class LossyModelError(RewriteError):
 class VerificationError(RewriteError):
     """The converted model's outputs differ from the original's by more than
     the tolerance, or have non-finite values the original does not have.
-    ``report`` is the :class:`~tflite_fp16.verify.VerifyReport`; no output was written."""
+    ``report`` is the :class:`~tflite_fp16.verification.VerifyReport`; no output was written."""
 
     def __init__(self, message: str, report: Any) -> None:
         super().__init__(message)
@@ -46,3 +47,16 @@ class MissingDependencyError(RewriteError):
 class InvalidInputsError(RewriteError, ValueError):
     """Inputs given for verification (an ``.npz`` file or arrays) do not fit the
     model: a missing name, a wrong shape or type; the message says which."""
+
+
+class InputNotFoundError(InvalidModelError, FileNotFoundError):
+    """The input file does not exist."""
+
+
+class InputChangedError(RewriteError):
+    """The input file changed (or was truncated) while it was being read; nothing was written."""
+
+
+class OutputError(RewriteError, OSError):
+    """The output cannot be written: a missing or read-only directory, a directory or a
+    non-regular file in its place, a full disk. The message names the user's path."""

@@ -99,11 +99,14 @@ class TFLiteModel:
     """A model file: the root ``Model`` table and the bytes that follow the flatbuffer.
 
     ``trailing`` holds whatever the file carries after the flatbuffer, such as
-    the zip of associated files that TFLite metadata appends.
+    the zip of associated files that TFLite metadata appends. ``shared`` is true
+    when some table, vector or string is used by more than one reference (the
+    same Python object then stands at each use, and the writer writes it once).
     """
 
     root: Table
     trailing: Any = b""  # bytes-like; a view into the input file when read
+    shared: bool = False
 
     @cached_property
     def buffers(self) -> Tuple[Table, ...]:

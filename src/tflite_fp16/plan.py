@@ -374,7 +374,7 @@ def make_plan(model: TFLiteModel, options: Optional[Options] = None, executor: O
             candidates[b].append(ref)
 
     buffers = sorted(candidates)
-    stats = dict(zip(buffers, value_stats([model.buffer_data(b) for b in buffers], executor)))
+    stats = _stats_by_buffer(model, buffers, executor)
     lossy = _find_lossy(model, stats, options.max_cast_error, executor)
     if lossy and options.lossy == "error":
         raise LossyModelError(_lossy_error_message(lossy, candidates, options.max_cast_error))
@@ -429,16 +429,33 @@ def make_plan(model: TFLiteModel, options: Optional[Options] = None, executor: O
     )
 
 
+def _stats_by_buffer(model: TFLiteModel, buffers: List[int], executor: Optional[Executor]) -> Dict[int, ValueStats]:
+    """Value statistics of each buffer's data, each distinct data array measured once
+    (a file may point several buffers at one data vector)."""
+    distinct: Dict[int, Tuple[np.ndarray, List[int]]] = {}
+    for b in buffers:
+        data = model.buffer_data(b)
+        distinct.setdefault(id(data), (data, []))[1].append(b)
+    groups = list(distinct.values())
+    measured = value_stats([data for data, _ in groups], executor)
+    return {b: values for (_, members), values in zip(groups, measured) for b in members}
+
+
 def _find_lossy(model: TFLiteModel, stats: Dict[int, ValueStats], limit: float, executor: Optional[Executor]) -> Dict[int, str]:
-    """Buffer -> why its cast is lossy, for every lossy buffer. Exact errors only where the bound exceeds ``limit``."""
+    """Buffer -> why its cast is lossy, for every lossy buffer. Exact errors only where the bound
+    exceeds ``limit``, once per distinct data array."""
     lossy = {}
+    found: Dict[int, str] = {}
     for b, values in stats.items():
         if not values.saturates and values.error_bound() <= limit:
             continue
-        data = model.buffer_data(b).view("<f4")
-        exact = cast_statistics(data, values, executor)
-        if exact.saturated or exact.rel_l2_error > limit:
-            lossy[b] = lossy_detail(data, exact, limit)
+        raw = model.buffer_data(b)
+        if id(raw) not in found:
+            data = raw.view("<f4")
+            exact = cast_statistics(data, values, executor)
+            found[id(raw)] = lossy_detail(data, exact, limit) if exact.saturated or exact.rel_l2_error > limit else ""
+        if found[id(raw)]:
+            lossy[b] = found[id(raw)]
     return lossy
 
 
@@ -488,9 +505,19 @@ def _lossy_error_message(lossy: Dict[int, str], candidates: Dict[int, List[Tenso
     )
 
 
+MAX_DIMENSIONS = 64
+
+
 def _check_size(ref: TensorRef, tensor: Table, buffer: int, size: int) -> None:
-    """FLOAT32 data must fill the tensor's shape (sparse data: whole float32 values)."""
+    """FLOAT32 data must fill the tensor's shape (sparse data: whole float32 values); a shape
+    must not have negative dimensions or more than 64 of them."""
     shape = tensor.ints("shape")
+    if len(shape) > MAX_DIMENSIONS or any(d < 0 for d in shape):
+        raise InvalidModelError(
+            f"subgraph {ref.subgraph} tensor {ref.tensor} {quote(ref.name)} is a constant of shape "
+            f"{shape if len(shape) <= 8 else str(shape[:8])[:-1] + ', ...]'} ({len(shape)} dimensions): "
+            f"a constant's shape has at most {MAX_DIMENSIONS} dimensions, none negative"
+        )
     expected = None if tensor.has("sparsity") else 4 * math.prod(shape)
     if (expected is not None and size != expected) or size % 4:
         raise InvalidModelError(

@@ -13,7 +13,7 @@ import mmap
 import os
 import struct
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -37,23 +37,74 @@ _STRING_FIELD = FieldSpec(name="item", slot=0, kind="string")
 class _Layout:
     """The fields a vtable declares for one table type, decoded once per vtable."""
 
-    __slots__ = ("inline_size", "packer", "fields", "unions")
+    __slots__ = ("inline_size", "packer", "fields", "unions", "wide")
 
-    def __init__(self, inline_size: int, packer: struct.Struct, fields: List[Tuple[FieldSpec, int]], unions: List[Tuple[FieldSpec, int]]) -> None:
+    def __init__(self, inline_size: int, packer: struct.Struct, fields: List[Tuple[FieldSpec, int]],
+                 unions: List[Tuple[FieldSpec, int]], wide: Tuple[int, ...] = ()) -> None:
         self.inline_size = inline_size
         self.packer = packer  # every non-union field, in offset order (references as uint32)
         self.fields = fields  # (field, offset in table) in the packer's order
         self.unions = unions
+        self.wide = wide  # offsets of 8-byte fields, which must be 8-byte aligned in the file
+
+
+MAX_TABLES = 1_000_000  # LiteRT's flatbuffer verifier stops here, counting a shared table at every use
+_MAX_OFFSET = 1 << 31  # uoffsets are unsigned, but the verifier refuses those that wrap as signed
+
+
+def expansion_limit(size: int) -> int:
+    """How many objects and elements a file of ``size`` bytes may expand to through shared
+    references. An unshared model uses at most about one unit per byte (a table is at least
+    4 bytes, an element of a vector of integers 4, a character of a string 1, a vector of bytes
+    counts once); real writers share only vtables (free) and, rarely, strings."""
+    return 200_000 + 2 * size
 
 
 class _Parser:
-    """Walks one flatbuffer, bounds-checking everything it follows."""
+    """Walks one flatbuffer, bounds-checking everything it follows as LiteRT's verifier does.
+
+    Every object is read once: a table, vector or string that several references share is
+    the same Python object wherever it is used (so the writer can share it again). Each
+    further use counts the object's expanded size (tables, vectors, their elements, string
+    bytes) against :func:`expansion_limit`, and its tables against :data:`MAX_TABLES`, so a
+    file that points many times at the same large object is refused before anything
+    downstream pays for its expanded size. (What is read for the first time is bounded by
+    the file's size and costs no bookkeeping.)
+    """
 
     def __init__(self, data: Any, size: int) -> None:
         self.data = data
         self.size = size
         self.end = 0  # one past the last byte any object of the flatbuffer uses
         self.layouts: Dict[Tuple[int, str], _Layout] = {}
+        # position -> (type, object) of every table, vector and string read
+        self.tables_at: Dict[int, Tuple[str, Any]] = {}
+        self.vectors_at: Dict[int, Tuple[Any, Any]] = {}
+        self.sizes: Dict[int, Tuple[int, int]] = {}  # id(object) -> its expanded (units, tables)
+        self.shared = False
+        self.units = 0  # units of expansion: the expanded sizes of the objects used again
+        self.tables = 0  # tables read, plus those of the tables used again
+        self.unit_limit = expansion_limit(size)
+
+    def _reuse(self, value: Any) -> None:
+        """Charge the expanded size of an object used once more."""
+        self.shared = True
+        units, tables = _expanded(value, self.sizes)
+        self._charge(units, tables)
+
+    def _charge(self, units: int, tables: int) -> None:
+        self.units += units
+        self.tables += tables
+        if self.tables > MAX_TABLES:
+            raise InvalidModelError(
+                f"the model has more than {MAX_TABLES:,} tables (counting a shared table at every use), "
+                f"more than LiteRT's verifier accepts"
+            )
+        if self.units > self.unit_limit:
+            raise InvalidModelError(
+                f"the model's object graph expands beyond {self.unit_limit:,} objects through shared references "
+                f"(a file of {self.size:,} bytes); refusing to process it"
+            )
 
     def _span(self, pos: int, length: int, what: str) -> None:
         if pos < 0 or length < 0 or pos + length > self.size:
@@ -66,10 +117,21 @@ class _Parser:
 
     def _uoffset(self, pos: int, what: str) -> int:
         self._span(pos, 4, what)
-        return pos + _U32.unpack_from(self.data, pos)[0]
+        if pos % 4:
+            raise InvalidModelError(f"{what}: offset at {pos} is not 4-byte aligned")
+        value = _U32.unpack_from(self.data, pos)[0]
+        self._check_offset(value, pos, what)
+        return pos + value
+
+    @staticmethod
+    def _check_offset(value: int, pos: int, what: str) -> None:
+        if value == 0 or value >= _MAX_OFFSET:
+            raise InvalidModelError(f"{what}: invalid offset {value} at {pos} (zero, or beyond 2 GiB)")
 
     def _layout(self, vtable: int, spec: TableSpec, where: str) -> _Layout:
         self._span(vtable, 4, f"vtable of {spec.name} ({where})")
+        if vtable % 2:
+            raise InvalidModelError(f"vtable of {spec.name} ({where}) at offset {vtable} is not 2-byte aligned")
         vt_size, inline_size = struct.unpack_from("<HH", self.data, vtable)
         if vt_size < 4 or vt_size % 2:
             raise InvalidModelError(f"vtable of {spec.name} ({where}) at offset {vtable} has invalid size {vt_size}")
@@ -78,6 +140,7 @@ class _Parser:
         offsets = struct.unpack_from(f"<{slot_count}H", self.data, vtable + 4)
         fields: List[Tuple[FieldSpec, int]] = []
         unions: List[Tuple[FieldSpec, int]] = []
+        wide: List[int] = []
         for slot, offset in enumerate(offsets):
             if offset == 0:
                 continue
@@ -92,6 +155,10 @@ class _Parser:
             size = _SIZES[field.type] if field.kind == "scalar" else 4  # type: ignore[index]
             if offset < 4 or offset + size > inline_size:
                 raise InvalidModelError(f"{spec.name}.{field.name} ({where}) at table offset {offset} lies outside its table")
+            if offset % min(size, 4):
+                raise InvalidModelError(f"{spec.name}.{field.name} ({where}) at table offset {offset} is not aligned to its size")
+            if size == 8:
+                wide.append(offset)
             (unions if field.kind == "union" else fields).append((field, offset))
         fields.sort(key=lambda item: item[1])
         fmt = ["<"]
@@ -103,32 +170,46 @@ class _Parser:
                 fmt.append(f"{offset - position}x")
             fmt.append(_CODES[field.type] if field.kind == "scalar" else "I")  # type: ignore[index]
             position = offset + (_SIZES[field.type] if field.kind == "scalar" else 4)  # type: ignore[index]
-        return _Layout(inline_size, struct.Struct("".join(fmt)), fields, unions)
+        return _Layout(inline_size, struct.Struct("".join(fmt)), fields, unions, tuple(wide))
 
     def table(self, pos: int, spec: TableSpec, where: str) -> Table:
         """The table of type ``spec`` at ``pos``; ``where`` names its place in the model for errors."""
+        known = self.tables_at.get(pos)
+        if known is not None and known[0] == spec.name:
+            self._reuse(known[1])
+            return known[1]  # type: ignore[no-any-return]
+        self.tables += 1
         data = self.data
         if pos < 0 or pos + 4 > self.size:
             self._span(pos, 4, f"{spec.name} table ({where})")
+        if pos % 4:
+            raise InvalidModelError(f"{spec.name} table ({where}) at offset {pos} is not 4-byte aligned")
         vtable = pos - _I32.unpack_from(data, pos)[0]
-        key = (vtable, spec.name)
-        layout = self.layouts.get(key)
+        layout_key = (vtable, spec.name)
+        layout = self.layouts.get(layout_key)
         if layout is None:
-            layout = self.layouts[key] = self._layout(vtable, spec, where)
+            layout = self.layouts[layout_key] = self._layout(vtable, spec, where)
         end = pos + layout.inline_size
         if end > self.size:
             self._span(pos, layout.inline_size, f"{spec.name} table ({where})")
         if end > self.end:
             self.end = end
+        for offset in layout.wide:
+            if (pos + offset) % 8:
+                raise InvalidModelError(f"a 64-bit field of {spec.name} ({where}) at offset {pos + offset} is not 8-byte aligned")
         fields: Dict[str, Any] = {}
         values = layout.packer.unpack_from(data, pos)
         for (field, offset), value in zip(layout.fields, values):
             if field.kind == "scalar":
                 fields[field.name] = value
             else:
+                if value == 0 or value >= _MAX_OFFSET:
+                    self._check_offset(value, pos + offset, f"{where}.{field.name}")
                 fields[field.name] = self._reference(pos + offset + value, field, where)
         for field, offset in layout.unions:
             member_type = fields.get(field.name + "_type", 0)
+            if member_type == 0:
+                continue  # a value under type NONE: LiteRT ignores it, and it is not carried over
             member = SCHEMA.unions[field.union].get(member_type)  # type: ignore[index]
             if member is None:
                 raise UnsupportedModelError(
@@ -137,16 +218,26 @@ class _Parser:
                 )
             target = self._uoffset(pos + offset, where)
             fields[field.name] = self.table(target, SCHEMA.tables[member], f"{where}.{field.name}")
-        return Table(spec.name, fields)
+        result = Table(spec.name, fields)
+        if known is None:
+            self.tables_at[pos] = (spec.name, result)
+        return result
 
     def _reference(self, target: int, field: FieldSpec, where: str) -> Any:
         """The object a reference field points to (at ``target``)."""
         kind = field.kind
         if kind == "table":
             return self.table(target, SCHEMA.tables[field.table], f"{where}.{field.name}")  # type: ignore[index]
+        key = field.type or field.table
+        known = self.vectors_at.get(target)
+        if known is not None and known[0] == key:
+            self._reuse(known[1])
+            return known[1]
         data = self.data
         if target < 0 or target + 4 > self.size:
             self._span(target, 4, f"{where}.{field.name}")
+        if target % 4:
+            raise InvalidModelError(f"{where}.{field.name}: vector or string at offset {target} is not 4-byte aligned")
         length = _U32.unpack_from(data, target)[0]  # of a vector or string
         start = target + 4
         if kind == "string":
@@ -160,28 +251,68 @@ class _Parser:
         if end > self.end:
             self.end = end
         if kind == "string":
-            return bytes(data[start : end - 1])
-        if kind == "vector_scalar":
+            if data[end - 1] != 0:
+                raise InvalidModelError(f"{where}.{field.name}: the string at offset {target} has no terminating zero")
+            value: Any = bytes(data[start : end - 1])
+        elif kind == "vector_scalar":
             if _SIZES[field.type] == 1:  # type: ignore[index]
-                # bytes (buffer data, custom options): a zero-copy view
-                return np.frombuffer(data, NUMPY_DTYPES[field.type], length, start)  # type: ignore[index]
-            key = (length, field.type)
-            unpacker = _VECTORS.get(key)
-            if unpacker is None:
-                unpacker = struct.Struct(f"<{length}{_CODES[field.type]}")  # type: ignore[index]
-                if length <= 64:  # shapes, operator inputs: a few lengths, many times
-                    _VECTORS[key] = unpacker
-            return unpacker.unpack_from(data, start)
-        items = struct.unpack_from(f"<{length}I", data, start)
-        name = f"{where}.{field.name}"
-        if kind == "vector_table":
-            spec = SCHEMA.tables[field.table]  # type: ignore[index]
-            table = self.table
-            return tuple([table(start + 4 * i + item, spec, name) for i, item in enumerate(items)])
-        if kind == "vector_string":
-            string = _STRING_FIELD
-            return tuple([self._reference(start + 4 * i + item, string, name) for i, item in enumerate(items)])
-        raise AssertionError(f"unknown field kind {kind}")
+                # bytes (buffer data, custom options): a zero-copy view, shared wherever it is used
+                value = np.frombuffer(data, NUMPY_DTYPES[field.type], length, start)  # type: ignore[index]
+            else:
+                vector_key = (length, field.type)
+                unpacker = _VECTORS.get(vector_key)
+                if unpacker is None:
+                    unpacker = struct.Struct(f"<{length}{_CODES[field.type]}")  # type: ignore[index]
+                    if length <= 64:  # shapes, operator inputs: a few lengths, many times
+                        _VECTORS[vector_key] = unpacker
+                value = unpacker.unpack_from(data, start)
+        else:
+            items = struct.unpack_from(f"<{length}I", data, start)
+            name = f"{where}.{field.name}"
+            for i, item in enumerate(items):
+                if item == 0 or item >= _MAX_OFFSET:
+                    self._check_offset(item, start + 4 * i, name)
+            if kind == "vector_table":
+                spec = SCHEMA.tables[field.table]  # type: ignore[index]
+                table = self.table
+                value = tuple([table(start + 4 * i + item, spec, name) for i, item in enumerate(items)])
+            elif kind == "vector_string":
+                string = _STRING_FIELD
+                value = tuple([self._reference(start + 4 * i + item, string, name) for i, item in enumerate(items)])
+            else:
+                raise AssertionError(f"unknown field kind {kind}")
+        if known is None:
+            self.vectors_at[target] = (key, value)
+        return value
+
+
+def _expanded(value: Any, sizes: Dict[int, Tuple[int, int]]) -> Tuple[int, int]:
+    """(units, tables) of ``value`` with every shared part counted at every use: a table or a
+    vector counts 1, plus its elements (a vector of bytes counts 1), plus a string's bytes.
+    Cached by identity in ``sizes``, so each distinct object is walked once."""
+    known = sizes.get(id(value))
+    if known is not None:
+        return known
+    if isinstance(value, Table):
+        units, tables = 1, 1
+        for item in value.fields.values():
+            if isinstance(item, (Table, tuple, bytes, np.ndarray)):
+                u, t = _expanded(item, sizes)
+                units += u
+                tables += t
+    elif isinstance(value, tuple):
+        units, tables = 1 + len(value), 0
+        for item in value:
+            if isinstance(item, (Table, bytes)):
+                u, t = _expanded(item, sizes)
+                units += u
+                tables += t
+    elif isinstance(value, bytes):
+        units, tables = 1 + len(value), 0
+    else:  # a vector of bytes: a view, shared wherever it is used
+        units, tables = 1, 0
+    sizes[id(value)] = (units, tables)
+    return units, tables
 
 
 def parse_model(data: Any) -> TFLiteModel:
@@ -204,63 +335,114 @@ def parse_model(data: Any) -> TFLiteModel:
     parser.end = 8
     root_pos = parser._uoffset(0, "root table offset")
     root = parser.table(root_pos, SCHEMA.tables[SCHEMA.root_table], "Model")
+    parser._charge(0, 0)  # the tables read for the first time count too
     root, end = _external_data(root, data, size, parser.end)
-    # Zero padding after the last object belongs to the model: builders align
-    # the end, and writers of buffer data add 16 bytes for XNNPACK.
-    limit = min(size, end + (-end % 16) + 16)
-    while end < limit and data[end] == 0:
-        end += 1
-    model = TFLiteModel(root=root, trailing=memoryview(data)[end:])
+    model = TFLiteModel(root=root, trailing=memoryview(data)[_trailing_start(data, end, size):], shared=parser.shared)
     _check_model(model)
     return model
 
 
-def _inline(table: Table, offset_field: str, size_field: str, data_field: str, data: Any, size: int, what: str) -> Table:
-    """``table`` with the bytes its ``offset_field``/``size_field`` locate after the
-    flatbuffer moved into ``data_field``, as a bounds-checked view of the same bytes."""
-    offset, length = table.get(offset_field), table.get(size_field)
-    if data_field in table.fields:
-        raise InvalidModelError(f"{what} has both {data_field} and {offset_field} ({offset})")
-    if offset + length > size:
-        raise InvalidModelError(
-            f"{what} says its data is at offset {offset} (size {length}), beyond the end of the file "
-            f"({size} bytes): the file is truncated or corrupt"
-        )
-    fields = {k: v for k, v in table.fields.items() if k not in (offset_field, size_field)}
-    fields[data_field] = np.frombuffer(data, np.uint8, length, offset)
-    return Table(table.name, fields)
+PADDING_LIMIT = 32  # fewer zero bytes than this after the model are padding, not data
 
 
-def _external_data(root: Table, data: Any, size: int, end: int) -> Tuple[Table, int]:
+def _trailing_start(data: Any, end: int, size: int) -> int:
+    """Where the bytes appended after the model begin. Fewer than 32 bytes, all zero, are
+    padding (builders align the end; writers of buffer data add 16 bytes for XNNPACK) and
+    are dropped; anything else (the zip of associated files TFLite metadata appends, for
+    example) is kept whole, leading zeros included."""
+    tail = size - end
+    if tail < PADDING_LIMIT and not np.frombuffer(data, np.uint8, tail, end).any():
+        return size
+    return end
+
+
+def _external_data(root: Table, data: Any, size: int, flatbuffer_end: int) -> Tuple[Table, int]:
     """Data stored after the flatbuffer (the layout of models over 2 GB) becomes
     ordinary fields that view the same bytes: ``Buffer.offset/size`` (offset > 1)
     becomes ``Buffer.data``, and ``Operator.large_custom_options_offset/size``
     becomes ``custom_options``. The writer chooses the layout anew.
 
+    A range must lie after the flatbuffer's own objects and inside the file; a size of 0
+    means no data, wherever the offset points. Bytes between the ranges that belong to
+    none must be zero (alignment padding): anything else would be dropped, so the model
+    is refused. Tables and views that several references share stay shared.
+
     Returns the root and the end of the last byte the model uses.
     """
+    ranges: List[Tuple[int, int]] = []
+    views: Dict[Tuple[int, int], np.ndarray] = {}
+    replaced: Dict[int, Table] = {}
+
+    def inline(table: Table, offset_field: str, size_field: str, data_field: str, what: str) -> Table:
+        known = replaced.get(id(table))
+        if known is not None:
+            return known
+        offset, length = table.get(offset_field), table.get(size_field)
+        fields = {k: v for k, v in table.fields.items() if k not in (offset_field, size_field)}
+        if length:
+            if data_field in table.fields:
+                raise InvalidModelError(f"{what} has both {data_field} and {offset_field} ({offset})")
+            if offset + length > size:
+                raise InvalidModelError(
+                    f"{what} says its data is at offset {offset} (size {length}), beyond the end of the file "
+                    f"({size} bytes): the file is truncated or corrupt"
+                )
+            if offset < flatbuffer_end:
+                raise InvalidModelError(
+                    f"{what} says its data is at offset {offset} (size {length}), inside the flatbuffer, "
+                    f"which ends at {flatbuffer_end}: the file is corrupt"
+                )
+            view = views.get((offset, length))
+            if view is None:
+                view = views[(offset, length)] = np.frombuffer(data, np.uint8, length, offset)
+                ranges.append((offset, offset + length))
+            fields[data_field] = view
+        result = replaced[id(table)] = Table(table.name, fields)
+        return result
+
     changes = {}
-    buffers = list(root.tables("buffers"))
-    external = [b for b, buffer in enumerate(buffers) if buffer.get("offset") > 1]
-    for b in external:
-        end = max(end, buffers[b].get("offset") + buffers[b].get("size"))
-        buffers[b] = _inline(buffers[b], "offset", "size", "data", data, size, f"buffer {b}")
-    if external:
-        changes["buffers"] = tuple(buffers)
+    buffers = root.tables("buffers")
+    if any(buffer.get("offset") > 1 for buffer in buffers):
+        changes["buffers"] = tuple(
+            inline(buffer, "offset", "size", "data", f"buffer {b}") if buffer.get("offset") > 1 else buffer
+            for b, buffer in enumerate(buffers)
+        )
     subgraphs = list(root.tables("subgraphs"))
+    rewritten: Dict[int, Table] = {}
     for s, subgraph in enumerate(subgraphs):
-        operators = list(subgraph.tables("operators"))
-        external = [o for o, operator in enumerate(operators) if operator.get("large_custom_options_offset") > 1]
-        for o in external:
-            end = max(end, operators[o].get("large_custom_options_offset") + operators[o].get("large_custom_options_size"))
-            operators[o] = _inline(
-                operators[o], "large_custom_options_offset", "large_custom_options_size", "custom_options",
-                data, size, f"subgraph {s} operator {o} (custom options)",
-            )
-        if external:
-            subgraphs[s] = subgraph.replace(operators=tuple(operators))
+        if id(subgraph) in rewritten:
+            subgraphs[s] = rewritten[id(subgraph)]
+            continue
+        operators = subgraph.tables("operators")
+        if any(operator.get("large_custom_options_offset") > 1 for operator in operators):
+            subgraphs[s] = rewritten[id(subgraph)] = subgraph.replace(operators=tuple(
+                inline(operator, "large_custom_options_offset", "large_custom_options_size", "custom_options",
+                       f"subgraph {s} operator {o} (custom options)")
+                if operator.get("large_custom_options_offset") > 1 else operator
+                for o, operator in enumerate(operators)
+            ))
             changes["subgraphs"] = tuple(subgraphs)
+    end = flatbuffer_end
+    for start, stop in sorted(ranges):
+        if start > end and np.frombuffer(data, np.uint8, start - end, end).any():
+            raise UnsupportedModelError(
+                f"{start - end} bytes at offset {end}, between the flatbuffer and the buffer data stored after it, "
+                f"belong to no buffer and are not padding; refusing rather than dropping them"
+            )
+        end = max(end, stop)
+    if changes.get("subgraphs") is not None:
+        changes["subgraphs"] = tuple(subgraphs)
     return (root.replace(**changes) if changes else root), end
+
+
+# Options fields that name a subgraph (WHILE's body, IF's branches, CALL_ONCE, StableHLO regions, ...).
+_SUBGRAPH_FIELDS: Dict[str, Tuple[str, ...]] = {
+    name: names
+    for name, spec in SCHEMA.tables.items()
+    if name.endswith("Options")
+    for names in [tuple(f.name for f in spec.fields if f.kind == "scalar" and (f.name.endswith("subgraph_index") or f.name == "subgraph"))]
+    if names
+}
 
 
 def _check_model(model: TFLiteModel) -> None:
@@ -292,6 +474,17 @@ def _check_model(model: TFLiteModel) -> None:
                 )
             for name in ("inputs", "outputs", "intermediates"):
                 _check_tensor_indices(operator.ints(name), n_tensors, f"subgraph {s} operator {o} {name}", s, optional=True)
+            for name in ("builtin_options", "builtin_options_2"):
+                options = operator.fields.get(name)
+                if options is None:
+                    continue
+                for field in _SUBGRAPH_FIELDS.get(options.name, ()):
+                    index = options.get(field)
+                    if not 0 <= index < n_subgraphs:
+                        raise InvalidModelError(
+                            f"subgraph {s} operator {o}: {options.name}.{field} refers to subgraph {index}, "
+                            f"but the model has {n_subgraphs}"
+                        )
     for d, signature in enumerate(model.root.tables("signature_defs")):
         s = signature.get("subgraph_index")
         if s >= n_subgraphs:

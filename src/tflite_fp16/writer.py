@@ -26,17 +26,17 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from functools import lru_cache
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple, TypeVar, Union
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
 from .cast import SMALL_ELEMENTS, Float16Cast, cast_batch
 from .errors import RewriteError
 from .model import Table, TFLiteModel
+from .output import OutputTarget, atomic_write, check_output
 from .schema import NUMPY_DTYPES, SCALAR_FORMATS, SCHEMA
 
 __all__ = ["write_model", "to_bytes", "serialize", "copy_file", "LAYOUTS", "FLATBUFFER_LIMIT"]
@@ -70,7 +70,7 @@ class _Template:
     offsets: Dict[str, int]  # byte offset in the table of each field
 
 
-@lru_cache(maxsize=None)
+@lru_cache(maxsize=4096)
 def _template(name: str, field_names: Tuple[str, ...]) -> _Template:
     """Fields largest first (then by slot), each aligned to its size, after the 4-byte soffset."""
     spec = SCHEMA.tables[name]
@@ -110,14 +110,35 @@ _REFERENCE_WRITERS = {
     "vector_table": "emitter.tables({value})",
     "vector_string": "emitter.strings({value})",
 }
-_EMITTERS: Dict[Tuple[str, Tuple[str, ...]], Callable[["_Emitter", Dict[str, Any]], int]] = {}
+Emit = Callable[["_Emitter", Dict[str, Any]], int]
+# Generated writers, by (sharing mode, table type, field order as met) (the fast lookup), and by
+# (sharing mode, table type, field set) (each set compiled once). Both are bounded: a long-running
+# process that rewrites models with ever new field orders or sets must not grow without end.
+_EMITTERS: Dict[Tuple[bool, str, Tuple[str, ...]], Emit] = {}
+_COMPILED: Dict[Tuple[bool, str, Tuple[str, ...]], Emit] = {}
+_CACHE_LIMIT = 4096
 
 
-def _compile(template: _Template) -> Callable[["_Emitter", Dict[str, Any]], int]:
+def _emitter_for(linking: bool, name: str, field_names: Tuple[str, ...]) -> Emit:
+    canonical = (linking, name, tuple(sorted(field_names)))
+    emit = _COMPILED.get(canonical)
+    if emit is None:
+        if len(_COMPILED) >= _CACHE_LIMIT:
+            _COMPILED.clear()
+        emit = _COMPILED[canonical] = _compile(_template(name, canonical[2]), linking)
+    if len(_EMITTERS) >= _CACHE_LIMIT:
+        _EMITTERS.clear()
+    _EMITTERS[(linking, name, field_names)] = emit
+    return emit
+
+
+def _compile(template: _Template, linking: bool = False) -> Emit:
     """A function that writes one table of this template: the vtable (once), the
     table, then each referenced object, patching the table's offsets to them.
     Generated once per table shape: straight-line code is several times faster
-    than interpreting the template for each of a model's many thousand tables."""
+    than interpreting the template for each of a model's many thousand tables.
+    With ``linking``, each reference goes through ``emitter.link``, which may
+    write a shared object later (see :class:`_SharingEmitter`)."""
     values = ", ".join("0" if is_reference else f"fields[{name!r}]" for name, is_reference in template.layout)
     lines = [
         "def emit(emitter, fields):",
@@ -135,8 +156,12 @@ def _compile(template: _Template) -> Callable[["_Emitter", Dict[str, Any]], int]
         f"    out += PACK(at - vtable_at{', ' if values else ''}{values})",
     ]
     for offset, name, field in template.references:
-        call = _REFERENCE_WRITERS[field.kind].format(value=f"fields[{name!r}]", type=field.type)
-        lines.append(f"    U32_INTO(out, at + {offset}, {call} - at - {offset})")
+        if linking:
+            kind = "table" if field.kind == "union" else field.kind
+            lines.append(f"    emitter.link({kind!r}, fields[{name!r}], {field.type!r}, at + {offset})")
+        else:
+            call = _REFERENCE_WRITERS[field.kind].format(value=f"fields[{name!r}]", type=field.type)
+            lines.append(f"    U32_INTO(out, at + {offset}, {call} - at - {offset})")
     lines.append("    return at")
     namespace: Dict[str, Any] = {"VTABLE": template.vtable, "PACK": template.packer.pack, "ZEROS": _ZEROS, "U32_INTO": _U32.pack_into}
     exec("\n".join(lines), namespace)  # noqa: S102 (code built above from the schema record only)
@@ -144,15 +169,20 @@ def _compile(template: _Template) -> Callable[["_Emitter", Dict[str, Any]], int]
 
 
 class _Emitter:
-    """Lays out the tables of part 1 and the buffer data of part 2."""
+    """Lays out the tables of part 1 and the buffer data of part 2 (each distinct data
+    array once, however many buffers hold it)."""
+
+    linking = False
 
     def __init__(self, layout: str) -> None:
         self.layout = layout
         self.out = bytearray()
         self.vtables: Dict[bytes, int] = {}
         self.region: List[Tuple[int, Data]] = []  # (position in part 2, data)
+        self.placed: Dict[int, int] = {}  # id(data) -> its position in part 2
         self.region_end = 0
         self.patches: List[Tuple[int, int]] = []  # (position in part 1, position in part 2)
+        self.table_count = 0
 
     def _pad(self, alignment: int) -> None:
         pad = -len(self.out) % alignment
@@ -161,6 +191,9 @@ class _Emitter:
 
     def _place_data(self, data: Data) -> int:
         """Reserve the data's place in part 2; return where it (or its length prefix) goes."""
+        known = self.placed.get(id(data))
+        if known is not None:
+            return known
         if self.layout == "offset":
             at = self.region_end + (-self.region_end % ALIGNMENT)
             self.region_end = at + data.nbytes
@@ -168,17 +201,19 @@ class _Emitter:
             at = self.region_end + (-(self.region_end + 4) % ALIGNMENT)
             self.region_end = at + 4 + data.nbytes
         self.region.append((at, data))
+        self.placed[id(data)] = at
         return at
 
     def table(self, table: Table) -> int:
         """Write ``table`` and everything it refers to; return its position."""
+        self.table_count += 1
         fields = table.fields
         if table.name == "Buffer" and "data" in fields and fields["data"].nbytes:
             return self._buffer(fields)
-        key = (table.name, tuple(fields))
+        key = (self.linking, table.name, tuple(fields))
         emit = _EMITTERS.get(key)
         if emit is None:
-            emit = _EMITTERS[key] = _compile(_template(table.name, key[1]))
+            emit = _emitter_for(*key)
         return emit(self, fields)
 
     def _buffer(self, fields: Dict[str, Any]) -> int:
@@ -262,6 +297,7 @@ class _Emitter:
         self.out += bytes(4) + SCHEMA.file_identifier
         root_at = self.table(root)
         _U32.pack_into(self.out, 0, root_at)
+        self._emit_deferred()
         self._pad(ALIGNMENT)
         head = len(self.out)
         for where, at in self.patches:
@@ -271,21 +307,148 @@ class _Emitter:
                 _U32.pack_into(self.out, where, head + at - where)
         return self.out
 
+    def _emit_deferred(self) -> None:
+        """Nothing is deferred without sharing (see :class:`_SharingEmitter`)."""
+
+
+_Key = Tuple[int, str, Optional[str]]
+
+
+class _SharingEmitter(_Emitter):
+    """The emitter for models in which some table, vector or string is used more than once:
+    each such object is written once and every use points at it.
+
+    Flatbuffer offsets only point forward, and tables are laid out front to back, so a
+    shared object must come after every table that refers to it: references to shared
+    objects are recorded instead of written, and the shared objects are written after the
+    rest, in an order in which every referrer comes first (reverse post-order of the
+    object graph), each use then patched to point at it.
+    """
+
+    linking = True
+
+    def __init__(self, layout: str, shared: Dict[_Key, Tuple[str, Any, Optional[str]]], order: List[_Key]) -> None:
+        super().__init__(layout)
+        self.shared = shared
+        self.order = order
+        self.uses: Dict[_Key, List[int]] = {key: [] for key in shared}
+
+    def link(self, kind: str, value: Any, scalar_type: Optional[str], where: int) -> None:
+        """Point the offset at ``where`` to ``value``, writing it now unless it is shared."""
+        key = (id(value), kind, scalar_type)
+        uses = self.uses.get(key)
+        if uses is not None:
+            uses.append(where)
+            return
+        _U32.pack_into(self.out, where, self._write(kind, value, scalar_type) - where)
+
+    def _write(self, kind: str, value: Any, scalar_type: Optional[str]) -> int:
+        if kind == "table":
+            return self.table(value)
+        if kind == "string":
+            return self.string(value)
+        if kind == "vector_scalar":
+            return self.vector(value, scalar_type)  # type: ignore[arg-type]
+        element = "table" if kind == "vector_table" else "string"
+        self._pad(4)
+        at = len(self.out)
+        self.out += _U32.pack(len(value))
+        self.out += bytes(4 * len(value))
+        for i, item in enumerate(value):
+            self.link(element, item, None, at + 4 + 4 * i)
+        return at
+
+    def _emit_deferred(self) -> None:
+        for key in self.order:
+            kind, value, scalar_type = self.shared[key]
+            at = self._write(kind, value, scalar_type)
+            for where in self.uses[key]:
+                if at <= where:
+                    raise AssertionError("a shared object was written before one of its uses")
+                _U32.pack_into(self.out, where, at - where)
+
+
+def _object_graph(root: Table) -> Tuple[Dict[_Key, Tuple[str, Any, Optional[str]]], List[_Key], int]:
+    """The objects used more than once (by key: identity, kind and element type), an order
+    in which every object comes after all objects that refer to it, and the number of
+    tables of the expanded model (a shared table counted at every use, as LiteRT's
+    verifier counts). Linear in the number of distinct objects and references."""
+    uses: Dict[_Key, int] = {}
+    objects: Dict[_Key, Tuple[str, Any, Optional[str]]] = {}
+    children: Dict[_Key, List[_Key]] = {}
+    postorder: List[_Key] = []
+    tables_below: Dict[_Key, int] = {}
+
+    def visit(kind: str, value: Any, scalar_type: Optional[str]) -> _Key:
+        key = (id(value), kind, scalar_type)
+        if key in uses:
+            uses[key] += 1
+            return key
+        uses[key] = 1
+        objects[key] = (kind, value, scalar_type)
+        below: List[_Key] = []
+        if kind == "table":
+            spec = SCHEMA.tables[value.name]
+            for name, item in value.fields.items():
+                field = spec.by_name[name]
+                if field.kind == "scalar" or (value.name == "Buffer" and name == "data"):
+                    continue
+                below.append(visit("table" if field.kind == "union" else field.kind, item, field.type))
+        elif kind in ("vector_table", "vector_string"):
+            element = "table" if kind == "vector_table" else "string"
+            below = [visit(element, item, None) for item in value]
+        children[key] = below
+        postorder.append(key)
+        tables_below[key] = (1 if kind == "table" else 0) + sum(tables_below[k] for k in below)
+        return key
+
+    root_key = visit("table", root, None)
+    shared = {key: objects[key] for key, count in uses.items() if count > 1}
+    order = [key for key in reversed(postorder) if key in shared]
+    return shared, order, tables_below[root_key]
+
+
+MAX_TABLES = 1_000_000  # LiteRT's verifier refuses a flatbuffer with more (a shared table counted at every use)
+
 
 def _layout_for(model: TFLiteModel, layout: str) -> Tuple[bytearray, List[Tuple[int, Data]], int, str]:
+    """Lay the model out in memory (part 1 and the places of part 2), checking it against
+    the limits LiteRT's verifier enforces, before anything is written."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
-    emitter = _Emitter("normal" if layout == "auto" else layout)
+    if model.shared:
+        shared, order, tables = _object_graph(model.root)
+        _check_tables(tables)
+        make: Callable[[str], _Emitter] = lambda chosen: _SharingEmitter(chosen, shared, order)  # noqa: E731
+    else:
+        make = _Emitter
+    emitter = make("normal" if layout == "auto" else layout)
     head = emitter.finish(model.root)
+    if not model.shared:
+        _check_tables(emitter.table_count)
     if emitter.layout == "normal" and len(head) + emitter.region_end > FLATBUFFER_LIMIT:
         if layout == "normal":
             raise RewriteError(
                 f"the output would be {len(head) + emitter.region_end:,} bytes, more than a flatbuffer can hold "
                 f"({FLATBUFFER_LIMIT:,}); use the offset layout (layout='offset' or --layout offset) or 'auto'"
             )
-        emitter = _Emitter("offset")
+        emitter = make("offset")
         head = emitter.finish(model.root)
+    if len(head) > FLATBUFFER_LIMIT:
+        raise RewriteError(
+            f"the output's flatbuffer (without its buffer data) would be {len(head):,} bytes, more than a "
+            f"flatbuffer can hold ({FLATBUFFER_LIMIT:,})"
+        )
     return head, emitter.region, emitter.region_end, emitter.layout
+
+
+def _check_tables(count: int) -> None:
+    if count > MAX_TABLES:
+        raise RewriteError(
+            f"the output would have {count:,} tables, more than LiteRT's verifier accepts ({MAX_TABLES:,}): "
+            f"every converted tensor adds a DEQUANTIZE operator and a tensor. Keep some constants float32 "
+            f"(min_elements / --min-elements, keep / --keep) to stay below the limit"
+        )
 
 
 def _write_parts(handle: BinaryIO, model: TFLiteModel, layout: str) -> Tuple[int, str]:
@@ -349,52 +512,26 @@ def to_bytes(model: TFLiteModel, layout: str = "auto") -> bytes:
 
 
 Check = Optional[Callable[[str], None]]
-_T = TypeVar("_T")
 
 
-def _atomic_write(path: PathLike, fill: Callable[[BinaryIO], _T], before_commit: Check = None) -> _T:
-    """Write ``path`` through a temporary file in its directory, renamed over it
-    only when complete (and after ``before_commit(temporary_path)`` returns);
-    on any failure the temporary file is removed and ``path`` is untouched."""
-    target = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(target))
-    fd, temporary = tempfile.mkstemp(prefix=".tflite-fp16-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
-            result = fill(handle)
-        if os.path.exists(target):
-            os.chmod(temporary, os.stat(target).st_mode & 0o7777)
-        else:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(temporary, 0o666 & ~umask)
-        if before_commit is not None:
-            before_commit(temporary)
-        os.replace(temporary, target)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    return result
+def _target(path: Union[PathLike, OutputTarget]) -> OutputTarget:
+    return path if isinstance(path, OutputTarget) else check_output(path)
 
 
-def write_model(model: TFLiteModel, path: PathLike, layout: str = "auto", before_commit: Check = None) -> WriteResult:
-    """Write ``model`` to ``path`` atomically.
+def write_model(model: TFLiteModel, path: Union[PathLike, OutputTarget], layout: str = "auto", before_commit: Check = None) -> WriteResult:
+    """Write ``model`` to ``path`` atomically and durably (see :mod:`tflite_fp16.output`).
 
     ``layout``: ``"normal"`` keeps buffer data inside the flatbuffer (up to
     2 GiB), ``"offset"`` puts it after the flatbuffer (``Buffer.offset/size``),
-    ``"auto"`` chooses normal whenever it fits. The data goes to a temporary
-    file next to ``path`` that replaces ``path`` only once it is complete (and
-    ``before_commit``, if given, has accepted it), so a failure leaves no
-    partial output.
+    ``"auto"`` chooses normal whenever it fits. The file is renamed over
+    ``path`` only once it is complete and ``before_commit``, if given, has
+    accepted it, so a failure leaves no partial output.
     """
-    size, chosen = _atomic_write(path, lambda handle: _write_parts(handle, model, layout), before_commit)
+    size, chosen = atomic_write(_target(path), lambda handle: _write_parts(handle, model, layout), before_commit)
     return WriteResult(size, chosen)
 
 
-def copy_file(source: Any, path: PathLike, before_commit: Check = None) -> int:
+def copy_file(source: Any, path: Union[PathLike, OutputTarget], before_commit: Check = None) -> int:
     """Write the bytes of ``source`` (a path, or a bytes-like object) to ``path`` atomically; return the size."""
 
     def fill(handle: BinaryIO) -> int:
@@ -405,7 +542,7 @@ def copy_file(source: Any, path: PathLike, before_commit: Check = None) -> int:
         handle.write(view)
         return len(view)
 
-    return _atomic_write(path, fill, before_commit)
+    return atomic_write(_target(path), fill, before_commit)
 
 
 def _copy_stream(source: BinaryIO, target: BinaryIO) -> int:

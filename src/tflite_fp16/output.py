@@ -1,0 +1,236 @@
+"""Where the output goes, and how it gets there safely.
+
+* :func:`check_output` runs before any conversion work: the path must name a
+  file (not a directory, FIFO or device) in an existing, writable directory.
+  A symbolic link is written through (its target is replaced, the link kept),
+  as ``cp`` and shell redirection do.
+* :func:`atomic_write` writes a temporary file in the target's directory,
+  starts its writeback to disk as it goes (so the final ``fsync`` has little
+  left to do), fsyncs it, renames it over the target and fsyncs the directory:
+  a crash or power loss leaves the old file or the new one, never a partial
+  or empty one. On any exception (``KeyboardInterrupt`` and the termination
+  signals the command turns into exceptions included) the temporary file is
+  removed. Only ``SIGKILL`` (or a crash of the interpreter) can leave one: it
+  is named ``.tflite-fp16.<host>.<pid>.<random>.tmp``, and a later run that
+  writes into the same directory removes those whose process is gone.
+
+Every message names the user's path, not the temporary file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, List, Optional, TypeVar, Union
+
+from .errors import OutputError
+from .text import quote
+
+__all__ = ["OutputTarget", "check_output", "atomic_write", "TEMP_PREFIX", "temp_listeners"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+TEMP_PREFIX = ".tflite-fp16."
+TEMP_SUFFIX = ".tmp"
+_WRITEBACK_BYTES = 32 << 20  # start writeback of what was written every 32 MiB
+_HOST = socket.gethostname().replace(".", "_") or "host"
+_T = TypeVar("_T")
+
+#: Called with ("created" | "gone", path) for every temporary file; the command's supervisor
+#: process listens, so that it can remove the file if the worker dies by a signal it cannot catch.
+temp_listeners: List[Callable[[str, str], None]] = []
+
+
+@dataclass(frozen=True)
+class OutputTarget:
+    """A checked output path: ``path`` as the user gave it, ``final`` the file that is replaced
+    (the symlink's target for a symlink)."""
+
+    path: str
+    final: str
+
+    @property
+    def directory(self) -> str:
+        return os.path.dirname(self.final) or "."
+
+
+def _fail(path: str, message: str, cause: Optional[OSError] = None) -> OutputError:
+    error = OutputError(f"cannot write {quote(path)}: {message}")
+    if cause is not None:
+        error.errno = cause.errno
+    return error
+
+
+def check_output(path: PathLike) -> OutputTarget:
+    """Check that ``path`` can be written, before any work is done; raise :class:`OutputError` if not."""
+    user = os.fspath(path)
+    if user == "":
+        raise _fail(user, "the output path is empty")
+    final = os.path.realpath(user) if os.path.islink(user) else os.path.abspath(user)
+    try:
+        info: Optional[os.stat_result] = os.stat(final)
+    except FileNotFoundError:
+        info = None
+    except OSError as error:
+        raise _fail(user, error.strerror or str(error), error) from None
+    if info is not None:
+        if stat.S_ISDIR(info.st_mode):
+            raise _fail(user, "it is a directory; give the output file's name (for example "
+                        f"{quote(os.path.join(user, 'model_fp16.tflite'))})")
+        if not stat.S_ISREG(info.st_mode):
+            raise _fail(user, "it exists and is not a regular file (a FIFO, socket or device); refusing to replace it")
+    directory = os.path.dirname(final) or "."
+    if not os.path.isdir(directory):
+        raise _fail(user, f"the directory {quote(directory)} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise _fail(user, f"no permission to create files in {quote(directory)}")
+    return OutputTarget(user, final)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: str) -> List[str]:
+    """Remove temporary files this tool left in ``directory`` on this host from processes that are gone."""
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)):
+            continue
+        parts = name[len(TEMP_PREFIX) : -len(TEMP_SUFFIX)].split(".")
+        if len(parts) != 3 or parts[0] != _HOST or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        if pid == os.getpid() or _process_alive(pid):
+            continue
+        try:
+            os.unlink(entry.path)
+            removed.append(entry.path)
+        except OSError:
+            pass
+    return removed
+
+
+class _Durable:
+    """A binary file that starts writing its pages back to disk every 32 MiB, so that the
+    final fsync waits for little (``posix_fadvise(DONTNEED)`` starts the writeback on Linux)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.written = 0
+        self.synced = 0
+        self.advise = getattr(os, "posix_fadvise", None)
+
+    def write(self, data: "bytes | bytearray | memoryview") -> int:
+        count = self.handle.write(data)
+        self.written += len(memoryview(data).cast("B"))
+        if self.advise is not None and self.written - self.synced >= _WRITEBACK_BYTES:
+            self.handle.flush()
+            try:
+                self.advise(self.handle.fileno(), self.synced, self.written - self.synced, os.POSIX_FADV_DONTNEED)
+            except OSError:
+                self.advise = None
+            self.synced = self.written
+        return count
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def _pause_for_tests(point: str) -> None:
+    """A seam for the signal tests: with TFLITE_FP16_TEST_PAUSE=<point>:<flag file>, create the
+    flag file at ``point`` and wait (at most 60 s) until the test removes it."""
+    setting = os.environ.get("TFLITE_FP16_TEST_PAUSE", "")
+    wanted, _, flag = setting.partition(":")
+    if wanted != point or not flag:
+        return
+    with open(flag, "w"):
+        pass
+    deadline = time.monotonic() + 60
+    while os.path.exists(flag) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def atomic_write(target: OutputTarget, fill: Callable[[BinaryIO], _T], before_commit: Optional[Callable[[str], None]] = None) -> _T:
+    """Write ``target`` through a temporary file renamed over it only when complete, durable
+    (fsynced, then the directory fsynced) and accepted by ``before_commit(temporary_path)``.
+    On any failure the temporary file is removed and the target is untouched."""
+    directory = target.directory
+    remove_stale_temporaries(directory)
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{_HOST}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=directory)
+    except OSError as error:
+        raise _fail(target.path, error.strerror or str(error), error) from None
+    for listener in temp_listeners:
+        listener("created", temporary)
+    try:
+        try:
+            with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
+                _pause_for_tests("write")
+                result = fill(_Durable(handle))  # type: ignore[arg-type]
+                handle.flush()
+                os.fsync(handle.fileno())
+            _set_mode(temporary, target.final)
+        except OSError as error:
+            if isinstance(error, OutputError):
+                raise
+            raise _fail(target.path, error.strerror or str(error), error) from None
+        if before_commit is not None:
+            before_commit(temporary)
+        _pause_for_tests("commit")
+        try:
+            os.replace(temporary, target.final)
+        except OSError as error:
+            raise _fail(target.path, error.strerror or str(error), error) from None
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+    finally:
+        for listener in temp_listeners:
+            listener("gone", temporary)
+    _sync_directory(directory)
+    return result
+
+
+def _set_mode(temporary: str, final: str) -> None:
+    """The replaced file's permission bits (without setuid/setgid), or the umask's default."""
+    try:
+        mode = stat.S_IMODE(os.stat(final).st_mode) & ~(stat.S_ISUID | stat.S_ISGID)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    os.chmod(temporary, mode)
+
+
+def _sync_directory(directory: str) -> None:
+    """Make the rename durable. Some file systems cannot fsync a directory; that is not an error."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP, errno.EROFS):
+            raise
+    finally:
+        os.close(fd)

@@ -78,6 +78,36 @@ def many_small(path: Path, constants: int, *, seed: int = 0) -> int:
     return _write(path, tensors, operators, buffers, "auto")
 
 
+def many_subgraphs(path: Path, count: int, *, seed: int = 0) -> int:
+    """``count`` subgraphs, each y = FULLY_CONNECTED(x, 4x4 weights) with its own constant
+    (as models of many small functions, or a WHILE/IF-heavy graph, have)."""
+    rng = np.random.default_rng(seed)
+    buffers = [Table("Buffer", {})]
+    subgraphs = []
+    for s in range(count):
+        buffers.append(Table("Buffer", {"data": (rng.standard_normal(16, dtype=np.float32) * np.float32(0.5)).view(np.uint8)}))
+        tensors = (
+            Table("Tensor", {"shape": _int32([1, 4]), "buffer": 0, "name": b"x"}),
+            Table("Tensor", {"shape": _int32([4, 4]), "buffer": len(buffers) - 1, "name": f"f{s}/weights".encode()}),
+            Table("Tensor", {"shape": _int32([1, 4]), "buffer": 0, "name": b"y"}),
+        )
+        operators = (Table("Operator", {"opcode_index": 0, "inputs": _int32([0, 1, -1]), "outputs": _int32([2])}),)
+        subgraphs.append(Table("SubGraph", {"tensors": tensors, "inputs": _int32([0]), "outputs": _int32([2]),
+                                            "operators": operators, "name": f"f{s}".encode()}))
+    root = Table(
+        "Model",
+        {
+            "version": 3,
+            "operator_codes": (Table("OperatorCode", {"deprecated_builtin_code": FULLY_CONNECTED, "version": 1, "builtin_code": FULLY_CONNECTED}),),
+            "subgraphs": tuple(subgraphs),
+            "description": b"tflite-fp16 benchmark model",
+            "buffers": tuple(buffers),
+        },
+    )
+    write_model(TFLiteModel(root=root), path)
+    return os.path.getsize(path)
+
+
 def _write(path: Path, tensors: List[Table], operators: List[Table], buffers: List[Table], layout: str) -> int:
     subgraph = Table(
         "SubGraph",

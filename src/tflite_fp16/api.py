@@ -25,7 +25,7 @@ from .plan import KeptTensor, Plan, make_plan
 from .output import check_output
 from .reader import open_model, parse_model
 from .text import quote
-from .writer import copy_file, serialize, write_model
+from .writer import check_table_limit, copy_file, serialize, write_model
 
 __all__ = ["Report", "ConvertedTensor", "rewrite", "rewrite_bytes", "plan_file"]
 
@@ -331,8 +331,12 @@ def _dry_run(model: TFLiteModel, plan: Plan, executor: Executor) -> Tuple[Dict[i
 
 
 def _dequantize_count(before: TFLiteModel, after: TFLiteModel) -> int:
-    """Operators the edit added (it adds only DEQUANTIZE ops)."""
-    return sum(len(s.tables("operators")) for s in after.subgraphs) - sum(len(s.tables("operators")) for s in before.subgraphs)
+    """Operators the edit added (it adds only DEQUANTIZE ops). Each comes with a new tensor:
+    when the input's tables plus those already pass LiteRT's limit, the output is refused
+    now, before it is laid out (the writer makes the exact check)."""
+    added = sum(len(s.tables("operators")) for s in after.subgraphs) - sum(len(s.tables("operators")) for s in before.subgraphs)
+    check_table_limit(before.tables + 2 * added, at_least=True)
+    return added
 
 
 def _existing(path: PathLike) -> PathLike:

@@ -115,7 +115,7 @@ def _rewrite_subgraph(
     operators: List[Table] = []
     for op in subgraph.tables("operators"):
         inputs = op.ints("inputs")
-        if any(i in sparse for i in inputs):
+        if sparse and any(i in sparse for i in inputs):
             # sparse float16 -> DENSIFY -> new float16 tensor -> DEQUANTIZE -> the original output
             (output,) = op.ints("outputs")
             dense_half = new_tensor(tensors[output], FLOAT16, DENSIFIED_SUFFIX)

@@ -107,6 +107,7 @@ class TFLiteModel:
     root: Table
     trailing: Any = b""  # bytes-like; a view into the input file when read
     shared: bool = False
+    tables: int = 0  # tables as LiteRT's verifier counts them (a shared one at every use); 0 when not read from a file
 
     @cached_property
     def buffers(self) -> Tuple[Table, ...]:

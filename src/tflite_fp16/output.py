@@ -138,7 +138,7 @@ class _Durable:
 
     def write(self, data: "bytes | bytearray | memoryview") -> int:
         count = self.handle.write(data)
-        self.written += len(memoryview(data).cast("B"))
+        self.written += count
         if self.advise is not None and self.written - self.synced >= _WRITEBACK_BYTES:
             self.handle.flush()
             try:

@@ -72,9 +72,15 @@ class _Parser:
     the file's size and costs no bookkeeping.)
     """
 
-    def __init__(self, data: Any, size: int) -> None:
+    def __init__(self, data: Any, size: int, memoize: bool = True) -> None:
         self.data = data
         self.size = size
+        # Without memoization (the fast first attempt, see parse_model), every object read is
+        # recorded by position only; more objects than an unshared file of this size can hold
+        # means sharing, and ends the attempt early.
+        self.memoize = memoize
+        self.positions: List[int] = []
+        self.object_limit = size // 4 + 1
         self.end = 0  # one past the last byte any object of the flatbuffer uses
         self.layouts: Dict[Tuple[int, str], _Layout] = {}
         # position -> (type, object) of every table, vector and string read
@@ -85,6 +91,7 @@ class _Parser:
         self.units = 0  # units of expansion: the expanded sizes of the objects used again
         self.tables = 0  # tables read, plus those of the tables used again
         self.unit_limit = expansion_limit(size)
+        self.root: Optional[Table] = None
 
     def _reuse(self, value: Any) -> None:
         """Charge the expanded size of an object used once more."""
@@ -174,10 +181,17 @@ class _Parser:
 
     def table(self, pos: int, spec: TableSpec, where: str) -> Table:
         """The table of type ``spec`` at ``pos``; ``where`` names its place in the model for errors."""
-        known = self.tables_at.get(pos)
-        if known is not None and known[0] == spec.name:
-            self._reuse(known[1])
-            return known[1]  # type: ignore[no-any-return]
+        if self.memoize:
+            known = self.tables_at.get(pos)
+            if known is not None and known[0] == spec.name:
+                self._reuse(known[1])
+                return known[1]  # type: ignore[no-any-return]
+        else:
+            known = None
+            positions = self.positions
+            positions.append(pos)
+            if len(positions) > self.object_limit:
+                raise _Shared
         self.tables += 1
         data = self.data
         if pos < 0 or pos + 4 > self.size:
@@ -219,7 +233,7 @@ class _Parser:
             target = self._uoffset(pos + offset, where)
             fields[field.name] = self.table(target, SCHEMA.tables[member], f"{where}.{field.name}")
         result = Table(spec.name, fields)
-        if known is None:
+        if known is None and self.memoize:
             self.tables_at[pos] = (spec.name, result)
         return result
 
@@ -229,10 +243,17 @@ class _Parser:
         if kind == "table":
             return self.table(target, SCHEMA.tables[field.table], f"{where}.{field.name}")  # type: ignore[index]
         key = field.type or field.table
-        known = self.vectors_at.get(target)
-        if known is not None and known[0] == key:
-            self._reuse(known[1])
-            return known[1]
+        if self.memoize:
+            known = self.vectors_at.get(target)
+            if known is not None and known[0] == key:
+                self._reuse(known[1])
+                return known[1]
+        else:
+            known = None
+            positions = self.positions
+            positions.append(target)
+            if len(positions) > self.object_limit:
+                raise _Shared
         data = self.data
         if target < 0 or target + 4 > self.size:
             self._span(target, 4, f"{where}.{field.name}")
@@ -281,9 +302,13 @@ class _Parser:
                 value = tuple([self._reference(start + 4 * i + item, string, name) for i, item in enumerate(items)])
             else:
                 raise AssertionError(f"unknown field kind {kind}")
-        if known is None:
+        if known is None and self.memoize:
             self.vectors_at[target] = (key, value)
         return value
+
+
+class _Shared(Exception):
+    """Raised by a parser without memoization when the file shares objects."""
 
 
 def _expanded(value: Any, sizes: Dict[int, Tuple[int, int]]) -> Tuple[int, int]:
@@ -331,15 +356,29 @@ def parse_model(data: Any) -> TFLiteModel:
             f"not a TFLite model: the file identifier is {identifier!r}, expected "
             f"{SCHEMA.file_identifier!r} (is this a .tflite file?)"
         )
-    parser = _Parser(data, size)
-    parser.end = 8
-    root_pos = parser._uoffset(0, "root table offset")
-    root = parser.table(root_pos, SCHEMA.tables[SCHEMA.root_table], "Model")
+    # First without memoization (cheaper): almost no file shares objects. If it does, read
+    # again, keeping each object once and charging every further use of it.
+    try:
+        parser = _read(data, size, memoize=False)
+        if len(set(parser.positions)) != len(parser.positions):
+            raise _Shared
+    except _Shared:
+        parser = _read(data, size, memoize=True)
+    root = parser.root
     parser._charge(0, 0)  # the tables read for the first time count too
     root, end = _external_data(root, data, size, parser.end)
-    model = TFLiteModel(root=root, trailing=memoryview(data)[_trailing_start(data, end, size):], shared=parser.shared)
+    model = TFLiteModel(root=root, trailing=memoryview(data)[_trailing_start(data, end, size):], shared=parser.shared,
+                        tables=parser.tables)
     _check_model(model)
     return model
+
+
+def _read(data: Any, size: int, memoize: bool) -> _Parser:
+    parser = _Parser(data, size, memoize)
+    parser.end = 8
+    root_pos = parser._uoffset(0, "root table offset")
+    parser.root = parser.table(root_pos, SCHEMA.tables[SCHEMA.root_table], "Model")
+    return parser
 
 
 PADDING_LIMIT = 32  # fewer zero bytes than this after the model are padding, not data

@@ -125,7 +125,8 @@ def report_to_dict(report: "Report") -> Dict[str, Any]:
 
 
 def dumps(data: Any) -> str:
-    return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)
+    # ensure_ascii: names from the file reach the JSON escaped, so no control byte reaches a terminal
+    return json.dumps(data, indent=2, ensure_ascii=True, allow_nan=False)
 
 
 def _g(value: float) -> str:

@@ -74,6 +74,8 @@ class _Template:
 def _template(name: str, field_names: Tuple[str, ...]) -> _Template:
     """Fields largest first (then by slot), each aligned to its size, after the 4-byte soffset."""
     spec = SCHEMA.tables[name]
+    if name == "Buffer" and any(spec.by_name[f].kind != "scalar" and f != "data" for f in field_names):
+        raise AssertionError("Buffer has a reference field besides data: teach the writer about it")
     fields = [spec.by_name[f] for f in field_names]
     sized = sorted(((4 if f.kind in _OFFSET_KINDS else _SIZES[f.type], f) for f in fields), key=lambda p: (-p[0], p[1].slot))  # type: ignore[index]
     fmt = ["<i"]
@@ -237,8 +239,6 @@ class _Emitter:
         self._pad(template.align)
         at = len(out)
         out += template.packer.pack(at - vtable_at, *[0 if ref else fields[name] for name, ref in template.layout])
-        if any(name != "data" for _, name, _ in template.references):
-            raise AssertionError("Buffer has a reference field besides data: teach the writer about it")
         self.patches.append((at + template.offsets[reference], external))
         return at
 
@@ -418,14 +418,14 @@ def _layout_for(model: TFLiteModel, layout: str) -> Tuple[bytearray, List[Tuple[
         raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
     if model.shared:
         shared, order, tables = _object_graph(model.root)
-        _check_tables(tables)
+        check_table_limit(tables)
         make: Callable[[str], _Emitter] = lambda chosen: _SharingEmitter(chosen, shared, order)  # noqa: E731
     else:
         make = _Emitter
     emitter = make("normal" if layout == "auto" else layout)
     head = emitter.finish(model.root)
     if not model.shared:
-        _check_tables(emitter.table_count)
+        check_table_limit(emitter.table_count)
     if emitter.layout == "normal" and len(head) + emitter.region_end > FLATBUFFER_LIMIT:
         if layout == "normal":
             raise RewriteError(
@@ -442,10 +442,11 @@ def _layout_for(model: TFLiteModel, layout: str) -> Tuple[bytearray, List[Tuple[
     return head, emitter.region, emitter.region_end, emitter.layout
 
 
-def _check_tables(count: int) -> None:
+def check_table_limit(count: int, at_least: bool = False) -> None:
+    """Refuse an output of more tables than LiteRT's verifier accepts (``count``, or at least ``count``)."""
     if count > MAX_TABLES:
         raise RewriteError(
-            f"the output would have {count:,} tables, more than LiteRT's verifier accepts ({MAX_TABLES:,}): "
+            f"the output would have {'at least ' if at_least else ''}{count:,} tables, more than LiteRT's verifier accepts ({MAX_TABLES:,}): "
             f"every converted tensor adds a DEQUANTIZE operator and a tensor. Keep some constants float32 "
             f"(min_elements / --min-elements, keep / --keep) to stay below the limit"
         )

@@ -11,6 +11,8 @@ alternately, each in a fresh process, and prints medians and ratios:
   peak resident memory <= 1.25x the input file;
 * models of 1,000 to 20,000 small constants (half as many operators): time
   <= 2x baseline at 20,000, and the time per constant roughly flat (linear);
+  linearity is judged on the least CPU time (user + system) of the runs: a
+  shared machine's neighbours only ever add time, and disturb wall time most;
 * models of 2,500 to 40,000 subgraphs (one constant each): the time per subgraph
   roughly flat (linear);
 * ``import tflite_fp16`` and first use of its API <= 2x ``import numpy``.
@@ -23,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import CLI, HERE, compare, mb, remove
+from common import CLI, CPU_TIMES, HERE, compare, mb, remove
 import models
 
 
@@ -62,20 +64,9 @@ def main() -> int:
 
     print()
     print("Many small constants (FULLY_CONNECTED 4x4 weights + bias, one op per two constants):")
-    print(f"  {'constants':>9} {'operators':>9} {'baseline s':>11} {'tflite-fp16 s':>14} {'ratio':>6} {'marginal us/constant':>21}")
-    previous = None
-    points = []
-    for count in (1000, 2000, 5000, 10000, 20000):
-        path = workdir / f"small_{count}.tflite"
-        models.many_small(path, count)
-        results = case(f"small_{count}", path)
-        (base_time, _), (time, _) = results["baseline"], results["tflite-fp16"]
-        slope = "" if previous is None else f"{1e6 * (time - previous[1]) / (count - previous[0]):.1f}"
-        points.append((count, time))
-        print(f"  {count:>9,} {count // 2:>9,} {base_time:>11.3f} {time:>14.3f} {time / base_time:>6.2f} {slope:>21}")
-        previous = (count, time)
-        remove(path)
-    if time / base_time > 2.0:
+    points, ratio = series(workdir, baseline, args.repeats, "constant", (1000, 2000, 5000, 10000, 20000), models.many_small,
+                           lambda count: f"{count:>9,} {count // 2:>9,}", f"{'constants':>9} {'operators':>9}")
+    if ratio > 2.0:
         failures.append("20,000 constants time")
     linear, summary = _linear_fit(points, "constant")
     if not linear:
@@ -85,19 +76,8 @@ def main() -> int:
 
     print()
     print("Many subgraphs (each one FULLY_CONNECTED with its own 4x4 weight):")
-    print(f"  {'subgraphs':>9} {'baseline s':>11} {'tflite-fp16 s':>14} {'ratio':>6} {'marginal us/subgraph':>21}")
-    points = []
-    previous = None
-    for count in (2500, 5000, 10000, 20000, 40000):
-        path = workdir / f"subgraphs_{count}.tflite"
-        models.many_subgraphs(path, count)
-        results = case(f"subgraphs_{count}", path)
-        (base_time, _), (time, _) = results["baseline"], results["tflite-fp16"]
-        slope = "" if previous is None else f"{1e6 * (time - previous[1]) / (count - previous[0]):.1f}"
-        points.append((count, time))
-        print(f"  {count:>9,} {base_time:>11.3f} {time:>14.3f} {time / base_time:>6.2f} {slope:>21}")
-        previous = (count, time)
-        remove(path)
+    points, _ = series(workdir, baseline, args.repeats, "subgraph", (2500, 5000, 10000, 20000, 40000), models.many_subgraphs,
+                       lambda count: f"{count:>9,}", f"{'subgraphs':>9}")
     linear, summary = _linear_fit(points, "subgraph")
     if not linear:
         failures.append("linear growth in subgraphs")
@@ -119,6 +99,33 @@ def main() -> int:
     return 0 if not failures else 1
 
 
+def series(workdir, baseline, repeats, unit, counts, build, label, header):  # type: ignore[no-untyped-def]
+    """Time the baseline and the rewriter on models of each size. Every repeat runs every size,
+    so that a noisy spell of the machine does not fall on all the runs of one size. Prints a
+    row per size; returns ([(size, least CPU seconds)], the wall-time ratio at the largest size)."""
+    paths = {count: workdir / f"{unit}_{count}.tflite" for count in counts}
+    for count, path in paths.items():
+        build(path, count)
+    commands = {}
+    for count, path in paths.items():
+        commands[f"baseline {count}"] = baseline + [str(path), str(workdir / f"{unit}_{count}.baseline.bin")]
+        commands[f"tflite-fp16 {count}"] = [CLI, str(path), str(workdir / f"{unit}_{count}.out.tflite")]
+    results = compare(commands, repeats)
+    print(f"  {header} {'baseline s':>11} {'tflite-fp16 s':>14} {'ratio':>6} {'CPU s':>8} {f'CPU us/{unit}':>16}")
+    points, previous, ratio = [], None, 0.0
+    for count in counts:
+        base_time, time = results[f"baseline {count}"][0], results[f"tflite-fp16 {count}"][0]
+        cpu = min(CPU_TIMES[f"tflite-fp16 {count}"])  # interference only adds time: the least is the truest
+        slope = "" if previous is None else f"{1e6 * (cpu - previous[1]) / (count - previous[0]):.1f}"
+        ratio = time / base_time
+        print(f"  {label(count)} {base_time:>11.3f} {time:>14.3f} {ratio:>6.2f} {cpu:>8.3f} {slope:>16}")
+        points.append((count, cpu))
+        previous = (count, cpu)
+    for path in workdir.glob(f"{unit}_*"):
+        remove(path)
+    return points, ratio
+
+
 def _linear_fit(points, unit):  # type: ignore[no-untyped-def]
     """Linear: a straight line fits the times, and the last (largest) step costs no more per
     item than the line's slope (a quadratic part would make it grow)."""
@@ -131,7 +138,7 @@ def _linear_fit(points, unit):  # type: ignore[no-untyped-def]
     r_squared = 1 - residual / sum((b - mean_t) ** 2 for b in t)
     last_step = (t[-1] - t[-2]) / (n[-1] - n[-2])
     linear = r_squared >= 0.99 and last_step <= 1.5 * slope
-    return linear, (f"  fit: time = {intercept:.3f} s + {1e6 * slope:.1f} us x {unit}s, R^2 = {r_squared:.4f}; "
+    return linear, (f"  fit (CPU time): {intercept:.3f} s + {1e6 * slope:.1f} us x {unit}s, R^2 = {r_squared:.4f}; "
                     f"last step {1e6 * last_step:.1f} us/{unit}: {'linear' if linear else 'NOT linear'}")
 
 

@@ -15,8 +15,11 @@ HERE = Path(__file__).resolve().parent
 CLI = shutil.which("tflite-fp16") or str(Path(sys.executable).with_name("tflite-fp16"))
 
 
+CPU_TIMES: Dict[str, List[float]] = {}  # command name -> CPU seconds (user + system) of each run, from compare()
+
+
 def run_once(command: Sequence[str]) -> Tuple[float, int]:
-    """Wall time (s) and peak resident memory (bytes) of one fresh process."""
+    """Wall time (s) and peak resident memory (bytes) of one fresh process (its CPU time in ``run_once.cpu``)."""
     start = time.perf_counter()
     process = subprocess.Popen(list(command), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
@@ -24,11 +27,15 @@ def run_once(command: Sequence[str]) -> Tuple[float, int]:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed: {process.stderr.read().decode() if process.stderr else ''}")
+    run_once.cpu = usage.ru_utime + usage.ru_stime  # type: ignore[attr-defined]
     return elapsed, usage.ru_maxrss * 1024
 
 
 def compare(commands: Dict[str, List[str]], repeats: int, before_each=None) -> Dict[str, Tuple[float, int]]:  # type: ignore[no-untyped-def]
-    """Run each command ``repeats`` times, alternating; median wall time and median peak memory of each."""
+    """Run each command ``repeats`` times, alternating; median wall time and median peak memory of each
+    (the CPU times of these runs replace ``CPU_TIMES[name]``)."""
+    for name in commands:
+        CPU_TIMES[name] = []
     times: Dict[str, List[float]] = {name: [] for name in commands}
     memory: Dict[str, List[int]] = {name: [] for name in commands}
     for _ in range(repeats):
@@ -38,6 +45,7 @@ def compare(commands: Dict[str, List[str]], repeats: int, before_each=None) -> D
             elapsed, peak = run_once(command)
             times[name].append(elapsed)
             memory[name].append(peak)
+            CPU_TIMES.setdefault(name, []).append(run_once.cpu)  # type: ignore[attr-defined]
     return {name: (statistics.median(times[name]), int(statistics.median(memory[name]))) for name in commands}
 
 

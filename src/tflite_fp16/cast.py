@@ -220,9 +220,12 @@ def _value_stats_batch(sources: Sequence[np.ndarray]) -> List[ValueStats]:
     if any_nan or int(top.max()) >= _INF_BITS:
         wide[magnitude >= _INF_BITS] = 0.0
     squares = np.add.reduceat(wide * wide, starts)
+    # The smallest non-zero magnitude: bits + 1 (zero wraps back to 0: none); none also when NaN.
+    smallest = bottom + np.uint32(1)
+    min_nonzero = np.where((smallest == 0) | (smallest > _INF_BITS), np.inf, smallest.view("<f4").astype(np.float64))
     return [
-        _finish_value_stats(n, t, b, c, s)
-        for n, t, b, c, s in zip(sizes.tolist(), top.tolist(), bottom.tolist(), nans.tolist(), squares.tolist())
+        ValueStats(n, t, b, c, q)
+        for n, t, b, c, q in zip(sizes.tolist(), top.view("<f4").tolist(), min_nonzero.tolist(), nans.tolist(), squares.tolist())
     ]
 
 

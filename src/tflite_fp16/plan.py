@@ -234,11 +234,16 @@ class _Subgraph:
         self.readers: Dict[int, List[int]] = defaultdict(list)
         self.writer: Dict[int, int] = {}
         for o, op in enumerate(self.operators):
-            for i in sorted(set(op.ints("inputs"))):
+            for i in set(op.ints("inputs")):
                 if i >= 0:
                     self.readers[i].append(o)
             for i in op.ints("outputs"):
                 self.writer.setdefault(i, o)
+        # Constant int8/uint8/int4 tensors: weights that make an operator "hybrid".
+        self.quantized = {
+            t for t, tensor in enumerate(self.tensors)
+            if tensor.get("type") in _QUANTIZED_WEIGHT_TYPES and model.buffer_data(tensor.get("buffer")).size > 0
+        }
         self.inputs = set(subgraph.ints("inputs"))
         self.outputs = set(subgraph.ints("outputs"))
         self._hybrid: Dict[int, bool] = {}
@@ -259,16 +264,13 @@ class _Subgraph:
         return known
 
     def _is_hybrid(self, o: int) -> bool:
-        if self.ops[o] == DEQUANTIZE:
+        if not self.quantized or self.ops[o] == DEQUANTIZE:
             return False
         op = self.operators[o]
-        quantized_weight = any(
-            i >= 0
-            and self.tensors[i].get("type") in _QUANTIZED_WEIGHT_TYPES
-            and self.model.buffer_data(self.tensors[i].get("buffer")).size > 0
-            for i in op.ints("inputs")
-        )
-        return quantized_weight and any(i >= 0 and self.tensors[i].get("type") == FLOAT32 for i in op.ints("outputs"))
+        quantized = self.quantized
+        if not any(i in quantized for i in op.ints("inputs")):
+            return False
+        return any(i >= 0 and self.tensors[i].get("type") == FLOAT32 for i in op.ints("outputs"))
 
     def keep_reason(self, t: int, name: str) -> Optional[Tuple[str, str]]:
         """(reason code, sentence) why FLOAT32 constant ``t`` stays FLOAT32, or None to convert it
@@ -342,6 +344,7 @@ def make_plan(model: TFLiteModel, options: Optional[Options] = None, executor: O
     kept: List[KeptTensor] = []
     constants: Counter[str] = Counter()
     unused_patterns = set(options.keep)
+    sparse_refs = set()
 
     for entry in model.root.tables("metadata"):
         kept_readers[entry.get("buffer")].append(f"metadata {quote(_name(entry.get('name')))}")
@@ -372,6 +375,8 @@ def make_plan(model: TFLiteModel, options: Optional[Options] = None, executor: O
                 continue
             _check_size(ref, tensor, b, data.size)
             candidates[b].append(ref)
+            if tensor.has("sparsity"):
+                sparse_refs.add(ref)
 
     buffers = sorted(candidates)
     stats = _stats_by_buffer(model, buffers, executor)
@@ -398,7 +403,8 @@ def make_plan(model: TFLiteModel, options: Optional[Options] = None, executor: O
                 lossy=lossy.get(b, ""),
             )
         )
-        sparse.extend(ref for ref in refs if model.subgraphs[ref.subgraph].tables("tensors")[ref.tensor].has("sparsity"))
+        if sparse_refs:
+            sparse.extend(ref for ref in refs if ref in sparse_refs)
     kept.sort(key=lambda k: (k.tensor.subgraph, k.tensor.tensor))
 
     warnings = [f"keep pattern {quote(p)} matches no float32 constant" for p in options.keep if p in unused_patterns]
@@ -512,7 +518,7 @@ def _check_size(ref: TensorRef, tensor: Table, buffer: int, size: int) -> None:
     """FLOAT32 data must fill the tensor's shape (sparse data: whole float32 values); a shape
     must not have negative dimensions or more than 64 of them."""
     shape = tensor.ints("shape")
-    if len(shape) > MAX_DIMENSIONS or any(d < 0 for d in shape):
+    if len(shape) > MAX_DIMENSIONS or (shape and min(shape) < 0):
         raise InvalidModelError(
             f"subgraph {ref.subgraph} tensor {ref.tensor} {quote(ref.name)} is a constant of shape "
             f"{shape if len(shape) <= 8 else str(shape[:8])[:-1] + ', ...]'} ({len(shape)} dimensions): "

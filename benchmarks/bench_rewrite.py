@@ -11,8 +11,8 @@ alternately, each in a fresh process, and prints medians and ratios:
   peak resident memory <= 1.25x the input file;
 * models of 1,000 to 20,000 small constants (half as many operators): time
   <= 2x baseline at 20,000, and the time per constant roughly flat (linear);
-  linearity is judged on the least CPU time (user + system) of the runs: a
-  shared machine's neighbours only ever add time, and disturb wall time most;
+  linearity is judged on the least CPU time of several rewrites in one process
+  (a shared machine's neighbours only ever add time, and spoil some samples);
 * models of 2,500 to 40,000 subgraphs (one constant each): the time per subgraph
   roughly flat (linear);
 * ``import tflite_fp16`` and first use of its API <= 2x ``import numpy``.
@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import CLI, CPU_TIMES, HERE, compare, mb, remove
+from common import CLI, HERE, compare, least_cpu, mb, remove
 import models
 
 
@@ -115,7 +115,7 @@ def series(workdir, baseline, repeats, unit, counts, build, label, header):  # t
     points, previous, ratio = [], None, 0.0
     for count in counts:
         base_time, time = results[f"baseline {count}"][0], results[f"tflite-fp16 {count}"][0]
-        cpu = min(CPU_TIMES[f"tflite-fp16 {count}"])  # interference only adds time: the least is the truest
+        cpu = least_cpu(paths[count], workdir / f"{unit}_{count}.cpu.tflite", 2 * repeats + 1)
         slope = "" if previous is None else f"{1e6 * (cpu - previous[1]) / (count - previous[0]):.1f}"
         ratio = time / base_time
         print(f"  {label(count)} {base_time:>11.3f} {time:>14.3f} {ratio:>6.2f} {cpu:>8.3f} {slope:>16}")
@@ -138,7 +138,7 @@ def _linear_fit(points, unit):  # type: ignore[no-untyped-def]
     r_squared = 1 - residual / sum((b - mean_t) ** 2 for b in t)
     last_step = (t[-1] - t[-2]) / (n[-1] - n[-2])
     linear = r_squared >= 0.99 and last_step <= 1.5 * slope
-    return linear, (f"  fit (CPU time): {intercept:.3f} s + {1e6 * slope:.1f} us x {unit}s, R^2 = {r_squared:.4f}; "
+    return linear, (f"  fit (least CPU time of a rewrite): {intercept:.3f} s + {1e6 * slope:.1f} us x {unit}s, R^2 = {r_squared:.4f}; "
                     f"last step {1e6 * last_step:.1f} us/{unit}: {'linear' if linear else 'NOT linear'}")
 
 

@@ -15,11 +15,8 @@ HERE = Path(__file__).resolve().parent
 CLI = shutil.which("tflite-fp16") or str(Path(sys.executable).with_name("tflite-fp16"))
 
 
-CPU_TIMES: Dict[str, List[float]] = {}  # command name -> CPU seconds (user + system) of each run, from compare()
-
-
 def run_once(command: Sequence[str]) -> Tuple[float, int]:
-    """Wall time (s) and peak resident memory (bytes) of one fresh process (its CPU time in ``run_once.cpu``)."""
+    """Wall time (s) and peak resident memory (bytes) of one fresh process."""
     start = time.perf_counter()
     process = subprocess.Popen(list(command), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
@@ -27,15 +24,11 @@ def run_once(command: Sequence[str]) -> Tuple[float, int]:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed: {process.stderr.read().decode() if process.stderr else ''}")
-    run_once.cpu = usage.ru_utime + usage.ru_stime  # type: ignore[attr-defined]
     return elapsed, usage.ru_maxrss * 1024
 
 
 def compare(commands: Dict[str, List[str]], repeats: int, before_each=None) -> Dict[str, Tuple[float, int]]:  # type: ignore[no-untyped-def]
-    """Run each command ``repeats`` times, alternating; median wall time and median peak memory of each
-    (the CPU times of these runs replace ``CPU_TIMES[name]``)."""
-    for name in commands:
-        CPU_TIMES[name] = []
+    """Run each command ``repeats`` times, alternating; median wall time and median peak memory of each."""
     times: Dict[str, List[float]] = {name: [] for name in commands}
     memory: Dict[str, List[int]] = {name: [] for name in commands}
     for _ in range(repeats):
@@ -45,7 +38,6 @@ def compare(commands: Dict[str, List[str]], repeats: int, before_each=None) -> D
             elapsed, peak = run_once(command)
             times[name].append(elapsed)
             memory[name].append(peak)
-            CPU_TIMES.setdefault(name, []).append(run_once.cpu)  # type: ignore[attr-defined]
     return {name: (statistics.median(times[name]), int(statistics.median(memory[name]))) for name in commands}
 
 
@@ -59,3 +51,25 @@ def remove(*paths: Path) -> None:
             path.unlink()
         except FileNotFoundError:
             pass
+
+
+_MIN_CPU = """
+import sys, time, gc
+import tflite_fp16
+source, target, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
+best = float("inf")
+for _ in range(repeats):
+    gc.collect()
+    start = time.process_time()
+    tflite_fp16.rewrite(source, target)
+    best = min(best, time.process_time() - start)
+print(best)
+"""
+
+
+def least_cpu(source: Path, target: Path, repeats: int) -> float:
+    """The least CPU time of ``repeats`` rewrites of ``source`` in one fresh process: short
+    samples, of which a noisy machine spoils only some."""
+    result = subprocess.run([sys.executable, "-c", _MIN_CPU, str(source), str(target), str(repeats)],
+                            capture_output=True, text=True, check=True)
+    return float(result.stdout.strip())

@@ -9,6 +9,9 @@
 * ``audio_frontend_inputs.npz``: inputs for ``--verify --inputs``: digital silence,
   a loud tone at int16 scale and quiet noise, as three samples of the input ``audio``.
 * ``small_cnn.tflite``: a small Keras CNN converted by TensorFlow 2.21 (from tests/data).
+* ``filterbank.tflite``: two nearly equal "filter banks" whose difference is the signal,
+  then a dense layer: float16 rounding of the banks is amplified (``--auto`` finds them).
+* ``filterbank_calibration.npz``: two samples of its input ``signal`` (shape (2, 1, 16)).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ def main() -> None:
     ])
     np.savez(HERE / "audio_frontend_inputs.npz", audio=samples)
     shutil.copyfile(HERE.parent / "tests" / "data" / "small_cnn.fp32.tflite", HERE / "small_cnn.tflite")
+    (HERE / "filterbank.tflite").write_bytes(tb.build(tb.filterbank_model()))
+    np.savez(HERE / "filterbank_calibration.npz", signal=np.random.default_rng(1).standard_normal((2, 1, 16)).astype(np.float32))
 
 
 if __name__ == "__main__":

@@ -58,6 +58,9 @@ def test_examples_are_what_their_script_writes(tmp_path: Path) -> None:
     import tflite_builder as tb
 
     assert (ROOT / "examples" / "audio_frontend.tflite").read_bytes() == tb.build(tb.frontend_model())
+    assert (ROOT / "examples" / "filterbank.tflite").read_bytes() == tb.build(tb.filterbank_model())
+    with np.load(ROOT / "examples" / "filterbank_calibration.npz") as calibration:
+        assert calibration["signal"].shape == (2, 1, 16)
     assert (ROOT / "examples" / "small_cnn.tflite").read_bytes() == (ROOT / "tests" / "data" / "small_cnn.fp32.tflite").read_bytes()
     with np.load(ROOT / "examples" / "audio_frontend_inputs.npz") as inputs:
         audio = inputs["audio"]

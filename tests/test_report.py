@@ -22,7 +22,8 @@ CONVERTED_FIELDS = {"subgraph", "tensor", "name", "shape", "elements", "saturate
                     "max_abs_error", "rel_l2_error", "lossy"}
 KEPT_FIELDS = {"subgraph", "tensor", "name", "shape", "elements", "reason", "detail"}
 TOP_FIELDS = {"tool", "version", "input", "output", "dry_run", "size_before", "size_after", "layout", "unchanged", "converted",
-              "kept", "kept_by_reason", "dequantize_ops_added", "min_runtime_version", "warnings", "options", "seconds", "verify"}
+              "kept", "kept_by_reason", "dequantize_ops_added", "min_runtime_version", "warnings", "options", "seconds", "verify",
+              "auto"}
 
 
 def run(*args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
@@ -181,7 +182,7 @@ def test_every_reason_code_on_one_model(tmp_path: Path) -> None:
         "read_by_mul": "skip_op", "tiny": "min_elements", "custom_input": "custom_operator",
         "hybrid_bias": "hybrid_operator", "sparse_const": "sparse", "epsilon": "min_elements",
     }
-    assert set(reasons.values()) | {"lossy"} == set(REASONS)
+    assert set(reasons.values()) | {"lossy", "tolerance"} == set(REASONS)  # lossy: below; tolerance: test_auto.py
     assert [c.name for c in report.converted] == ["ordinary"]
     # The option reasons come before the lossy check: without min_elements, 'epsilon' is lossy.
     report = rewrite(path, None, keep=["kept_by_*"], skip_ops=["MUL"])

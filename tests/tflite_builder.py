@@ -371,3 +371,62 @@ def frontend_model(width: int = 8, clamp: float = float("inf"), epsilon: float =
         metadata=[("min_runtime_version", 5)],
         signatures=[Signature("serving_default", 0, [("audio", 0)], [("features", 9)])],
     )
+
+
+def filterbank_model(width: int = 16, bands: int = 8, seed: int = 0, dense_layers: int = 1) -> Model:
+    """A runnable model whose float16 rounding is amplified: ``d = x·Aᵀ − x·Bᵀ`` with
+    ``A = B + 0.001·C`` (two nearly equal "filter banks"; their difference is the signal),
+    then ``dense_layers`` ordinary dense layers ``h = h·Wᵀ + bias``. Rounding A and B to
+    float16 moves each by ~2**-11 of itself, comparable to their difference: the outputs
+    move by tens of percent, although each constant casts well on its own. The dense
+    weights and biases are harmless."""
+    rng = np.random.default_rng(seed)
+    b = rng.standard_normal((bands, width)).astype("<f4")
+    a = (b + 0.001 * rng.standard_normal((bands, width))).astype("<f4")
+    buffers: List[Optional[bytes]] = [None, a.tobytes(), b.tobytes()]
+    tensors = [
+        Tensor([1, width], name="signal"),
+        Tensor([bands, width], name="bank/a", buffer=1),
+        Tensor([bands, width], name="bank/b", buffer=2),
+        Tensor([1, bands], name="bank/pa"),
+        Tensor([1, bands], name="bank/pb"),
+        Tensor([1, bands], name="bank/difference"),
+    ]
+    operators = [Operator(0, [0, 1, -1], [3]), Operator(0, [0, 2, -1], [4]), Operator(1, [3, 4], [5])]
+    current = 5
+    for layer in range(dense_layers):
+        w = (rng.standard_normal((bands, bands)) / np.sqrt(bands)).astype("<f4")
+        bias = (0.01 * rng.standard_normal(bands)).astype("<f4")
+        buffers += [w.tobytes(), bias.tobytes()]
+        prefix = "dense" if dense_layers == 1 else f"dense{layer}"
+        tensors += [Tensor([bands, bands], name=f"{prefix}/weights", buffer=len(buffers) - 2),
+                    Tensor([bands], name=f"{prefix}/bias", buffer=len(buffers) - 1),
+                    Tensor([1, bands], name="scores" if layer == dense_layers - 1 else f"{prefix}/output")]
+        operators.append(Operator(0, [current, len(tensors) - 3, len(tensors) - 2], [len(tensors) - 1]))
+        current = len(tensors) - 1
+    return Model(
+        operator_codes=[OperatorCode(FULLY_CONNECTED), OperatorCode(SUB)],
+        subgraphs=[Subgraph(tensors=tensors, operators=operators, inputs=[0], outputs=[current], name="main")],
+        buffers=buffers,
+        signatures=[Signature("serving_default", 0, [("signal", 0)], [("scores", current)])],
+    )
+
+
+RANDOM_UNIFORM = 148
+
+
+def random_model() -> Model:
+    """y = x + c + RANDOM_UNIFORM(shape), seeds unset: every run gives other outputs."""
+    return Model(
+        operator_codes=[OperatorCode(RANDOM_UNIFORM), OperatorCode(ADD)],
+        subgraphs=[
+            Subgraph(
+                tensors=[Tensor([1, 4], name="x"), Tensor([2], type=INT32, name="shape", buffer=1), Tensor([1, 4], name="noise"),
+                         Tensor([1, 4], name="c", buffer=2), Tensor([1, 4], name="t"), Tensor([1, 4], name="y")],
+                operators=[Operator(0, [1], [2]), Operator(1, [0, 3], [4]), Operator(1, [4, 2], [5])],
+                inputs=[0], outputs=[5],
+            )
+        ],
+        buffers=[None, np.array([1, 4], "<i4").tobytes(), float_bytes([0.5, -0.5, 0.25, 2.0])],
+        signatures=[Signature("serving_default", 0, [("x", 0)], [("y", 5)])],
+    )

@@ -65,6 +65,7 @@ class Report:
     dequantize_ops_added: int = 0
     seconds: float = 0.0
     verification: Any = None  # a VerifyReport when options.verify
+    search: Any = None  # an auto.SearchResult when options.auto
 
     @property
     def dry_run(self) -> bool:
@@ -190,7 +191,9 @@ def rewrite(path_in: PathLike, path_out: Optional[PathLike], options: Optional[O
     Options (see :class:`~tflite_fp16.options.Options`) come as ``options=`` or
     as keywords: ``keep``, ``skip_ops``, ``min_elements``,
     ``custom_op_inputs``, ``lossy``, ``max_cast_error``, ``layout``,
-    ``verify``, ``inputs``, ``tolerance``.
+    ``verify``, ``inputs``, ``tolerance``, ``auto``, ``keep_from``,
+    ``save_keep``, ``progress``. With ``auto``, the constants to keep float32
+    are searched by running the model (see :mod:`tflite_fp16.auto`).
 
     >>> report = rewrite("model.tflite", "model_fp16.tflite")   # doctest: +SKIP
     >>> print(report.summary())                                  # doctest: +SKIP
@@ -203,6 +206,9 @@ def rewrite(path_in: PathLike, path_out: Optional[PathLike], options: Optional[O
     written) when ``verify`` finds the outputs beyond ``tolerance``.
     """
     opts = Options.resolve(options, **overrides)
+    if opts.auto:
+        return _with_search(path_in, lambda final: rewrite(path_in, path_out, final), opts, check=lambda: (
+            _existing(path_in), check_output(path_out) if path_out is not None else None), verify=path_out is not None)
     start = time.perf_counter()
     path_in = _existing(path_in)
     target = check_output(path_out) if path_out is not None else None
@@ -245,6 +251,15 @@ def rewrite_bytes(data: BytesLike, options: Optional[Options] = None, **override
     ...     converted, report = rewrite_bytes(f.read(), lossy="convert")
     """
     opts = Options.resolve(options, **overrides)
+    if opts.auto:
+        result: Dict[str, Tuple[bytes, Report]] = {}
+
+        def convert(final: Options) -> Report:
+            result["out"] = rewrite_bytes(data, final)
+            return result["out"][1]
+
+        report = _with_search(bytes(memoryview(data).cast("B")), convert, opts, check=lambda: None, verify=True)
+        return result["out"][0], report
     start = time.perf_counter()
     view = memoryview(data).cast("B")
     verifier = _verifier(bytes(view), opts)
@@ -267,6 +282,25 @@ def rewrite_bytes(data: BytesLike, options: Optional[Options] = None, **override
     report = Report("<bytes>", "<bytes>", len(view), len(output), layout, plan, opts, stats,
                     added, time.perf_counter() - start, outcome.report)
     return output, report
+
+
+def _with_search(source: Any, convert: Callable[[Options], Report], opts: Options, check: Callable[[], Any], verify: bool) -> Report:
+    """``options.auto``: search the constants to keep float32 (see :mod:`tflite_fp16.auto`), then
+    convert with their names as keep patterns, verified; the report names them with reason
+    ``tolerance``. ``check`` validates the paths before the search."""
+    import dataclasses
+
+    from .auto import relabel, search, write_keep_file
+
+    start = time.perf_counter()
+    check()
+    result = search(source, opts)
+    final = dataclasses.replace(opts, auto=False, save_keep=None, keep=opts.keep + result.patterns, verify=verify, probes=True)
+    report = convert(final)
+    if opts.save_keep is not None:
+        write_keep_file(opts.save_keep, result)
+    return dataclasses.replace(report, plan=relabel(report.plan, result), options=opts, search=result,
+                               seconds=time.perf_counter() - start)
 
 
 class _Outcome:
@@ -305,7 +339,7 @@ def _verifier(original: Any, opts: Options) -> Any:
         return None
     from .verification import Verifier
 
-    return Verifier(original, opts.inputs, tolerance=opts.tolerance)
+    return Verifier(original, opts.inputs, probes=opts.probes, tolerance=opts.tolerance)
 
 
 def _casts(model: TFLiteModel, plan: Plan) -> Dict[int, Float16Cast]:

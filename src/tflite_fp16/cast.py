@@ -445,13 +445,14 @@ class Float16Cast:
     ``values`` are the buffer's :class:`ValueStats` when already known.
     """
 
-    __slots__ = ("source", "nbytes", "values", "stats", "_array")
+    __slots__ = ("source", "nbytes", "values", "stats", "pinned", "_array")
 
     def __init__(self, source: np.ndarray, values: Optional[ValueStats] = None) -> None:
         self.source = _as_float32(source)
         self.nbytes = self.source.size * 2
         self.values = values if values is not None else value_stats([self.source])[0]
         self.stats: Optional[CastStats] = None
+        self.pinned = False  # keep the float16 data once cast (a search writes the same casts many times)
         self._array: "np.ndarray | None" = None
 
     def array(self) -> np.ndarray:
@@ -467,8 +468,9 @@ class Float16Cast:
         return self._array
 
     def release(self) -> None:
-        """Forget the float16 data once it is written (the stats stay)."""
-        self._array = None
+        """Forget the float16 data once it is written (the stats stay), unless pinned."""
+        if not self.pinned:
+            self._array = None
 
     def blocks(self, executor: Optional[Executor] = None, in_flight: int = 4) -> Iterator[np.ndarray]:
         """The float16 data in order, block by block, cast ``in_flight`` blocks ahead on ``executor``."""

@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="tflite-fp16",
         description="Store the float32 weights of a TFLite model as float16 (with DEQUANTIZE ops), "
         "as TensorFlow's float16 post-training quantization does, from the .tflite file alone. "
-        "Exit status: 0 done, 1 failure, 2 bad input or usage, 3 verification failed.",
+        "Exit status: 0 done, 1 failure, 2 bad input or usage, 3 verification failed (or --auto cannot meet the tolerance).",
     )
     parser.add_argument("input", help="float32 .tflite model")
     parser.add_argument("output", nargs="?", help="where to write the float16 model (may equal input)")
@@ -74,21 +74,32 @@ def _parser() -> argparse.ArgumentParser:
                        "instead of the probes (N(0,1), zeros, N(0,1) x 1000)")
     check.add_argument("--tolerance", type=float, default=None, metavar="T",
                        help=f"largest relative L2 error accepted per output (default {DEFAULT_TOLERANCE:g})")
+    check.add_argument("--probes", action="store_true", default=None,
+                       help="with --inputs: run the three probes too (--auto always does)")
+    check.add_argument("--auto", action="store_true",
+                       help="search the constants to keep float32 so that every output stays within --tolerance on "
+                       "--inputs and the probes (runs the model in LiteRT; the result is verified)")
+    check.add_argument("--save-keep", metavar="FILE", help="with --auto: write the names the search kept float32 to FILE")
+    select.add_argument("--keep-from", metavar="FILE",
+                        help="keep the tensors named in FILE float32 (one name or pattern a line, as --save-keep writes)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 
 def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Options:
-    if (args.inputs is not None or args.tolerance is not None) and not args.verify:
-        parser.error("--inputs and --tolerance apply to --verify; add --verify")
+    if (args.inputs is not None or args.tolerance is not None or args.probes) and not (args.verify or args.auto):
+        parser.error("--inputs, --probes and --tolerance apply to --verify and --auto; add one of them")
+    if args.save_keep is not None and not args.auto:
+        parser.error("--save-keep writes what --auto chose; add --auto")
     if args.verify and args.dry_run:
         parser.error("--verify needs an output to check; drop --dry-run")
     try:
         return Options(
             keep=args.keep, skip_ops=args.skip_op, min_elements=args.min_elements,
             custom_op_inputs=args.convert_custom_op_inputs, lossy=args.lossy, max_cast_error=args.max_cast_error,
-            layout=args.layout, verify=args.verify, inputs=args.inputs,
+            layout=args.layout, verify=args.verify, inputs=args.inputs, probes=args.probes,
             tolerance=DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
+            auto=args.auto, keep_from=args.keep_from, save_keep=args.save_keep, progress=not args.quiet,
         )
     except (TypeError, ValueError) as error:
         parser.error(str(error))

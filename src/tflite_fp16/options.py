@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Tuple, Union
 
-__all__ = ["Options", "LOSSY_POLICIES", "LAYOUTS", "DEFAULT_MAX_CAST_ERROR", "DEFAULT_TOLERANCE"]
+__all__ = ["Options", "LOSSY_POLICIES", "LAYOUTS", "DEFAULT_MAX_CAST_ERROR", "DEFAULT_TOLERANCE", "read_keep_file"]
 
 LOSSY_POLICIES = ("keep", "convert", "error")
 LAYOUTS = ("auto", "normal", "offset")
@@ -62,7 +62,14 @@ class Options:
     Verification (needs the ``[verify]`` extra): ``verify`` runs the original
     and the converted model in LiteRT before the output is written, on
     ``inputs`` (an ``.npz`` path or a mapping of arrays) or on the default
-    probes, and fails when an output's relative L2 error exceeds ``tolerance``.
+    probes, and fails when an output's relative L2 error exceeds ``tolerance``;
+    ``probes=True`` runs the probes as well as ``inputs`` (``None``: the probes
+    only when there are no inputs). ``auto`` searches the constants to keep float32 so that every output stays
+    within ``tolerance`` on ``inputs`` and the probes (see
+    :mod:`tflite_fp16.auto`); ``save_keep`` writes the names it chose to a
+    file, which ``keep_from`` reads back (one name or pattern a line) to
+    convert the same way without LiteRT. ``progress`` shows the search's (and a
+    batch's) progress on stderr when it is a terminal.
 
     >>> Options(lossy="convert").lossy
     'convert'
@@ -80,10 +87,19 @@ class Options:
     verify: bool = False
     inputs: Inputs = field(default=None, compare=False)
     tolerance: float = DEFAULT_TOLERANCE
+    probes: Optional[bool] = None
+    auto: bool = False
+    keep_from: Optional[str] = None
+    save_keep: Optional[str] = None
+    progress: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "keep", _strings("keep", self.keep))
+        keep = _strings("keep", self.keep)
+        if self.keep_from is not None:
+            set_(self, "keep_from", os.fspath(self.keep_from))
+            keep = keep + read_keep_file(self.keep_from)
+        set_(self, "keep", tuple(dict.fromkeys(keep)))
         set_(self, "skip_ops", tuple(_normalise_op(name) for name in _strings("skip_ops", self.skip_ops)))
         if isinstance(self.min_elements, bool) or not isinstance(self.min_elements, int) or self.min_elements < 0:
             raise ValueError(f"min_elements must be an integer >= 0, not {self.min_elements!r}")
@@ -112,6 +128,22 @@ class Options:
             raise TypeError(f"unknown option {', '.join(unknown)}; the options are: {', '.join(sorted(known))}")
         base = options if options is not None else cls()
         return dataclasses.replace(base, **overrides) if overrides else base
+
+
+def read_keep_file(path: "str | os.PathLike[str]") -> Tuple[str, ...]:
+    """The patterns of a keep file: one tensor name or ``fnmatch`` pattern a line; blank lines
+    and lines starting with ``#`` are ignored."""
+    from .errors import InvalidInputsError
+    from .text import quote
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except FileNotFoundError:
+        raise InvalidInputsError(f"keep file {quote(os.fspath(path))}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InvalidInputsError(f"keep file {quote(os.fspath(path))} cannot be read: {error}") from None
+    return tuple(line for line in lines if line.strip() and not line.startswith("#"))
 
 
 def _normalise_op(name: str) -> str:

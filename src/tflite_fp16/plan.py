@@ -71,6 +71,7 @@ REASONS: Mapping[str, str] = {
     "hybrid_operator": "a hybrid operator (int8 weights, float activations) reads it",
     "sparse": "it is sparse and read by something other than a DENSIFY",
     "lossy": "float16 cannot hold its values faithfully",
+    "tolerance": "the tolerance search (auto) keeps it: in float16 it moves the outputs too far",
 }
 
 

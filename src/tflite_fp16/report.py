@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import ConvertedTensor, Report
     from .plan import KeptTensor
 
-__all__ = ["report_to_dict", "verification_to_dict", "render_text", "dumps", "NOTABLE_LINES"]
+__all__ = ["report_to_dict", "verification_to_dict", "search_to_dict", "render_text", "dumps", "NOTABLE_LINES"]
 
 NOTABLE_LINES = 5  # per-tensor lines shown by default before "and N more"
 
@@ -119,9 +119,28 @@ def report_to_dict(report: "Report") -> Dict[str, Any]:
             },
             "seconds": round(report.seconds, 6),
             "verify": verification_to_dict(report.verification),
+            "auto": search_to_dict(report.search),
         }
     )
     return data
+
+
+def search_to_dict(search: Any) -> Optional[Dict[str, Any]]:
+    if search is None:
+        return None
+    return {
+        "tolerance": search.tolerance,
+        "candidates": search.candidates,
+        "runs": search.runs,
+        "default_rel_l2_error": number(search.default_error),
+        "bytes_kept_float32": search.bytes_kept,
+        "kept": [
+            {"tensors": [{"subgraph": t.subgraph, "tensor": t.tensor, "name": t.name} for t in c.tensors],
+             "bytes": c.bytes_saved, "rel_l2_error_alone": number(c.error_alone), "worst": c.worst}
+            for c in search.chosen
+        ],
+        "patterns": list(search.patterns),
+    }
 
 
 def dumps(data: Any) -> str:
@@ -161,10 +180,13 @@ def render_text(report: "Report", verbosity: int = 0) -> Tuple[List[str], List[s
         out.extend(converted_line(e) for e in report.converted)
         out.extend(kept_line(e) for e in report.kept)
     else:
-        lossy = [k for k in report.kept if k.reason == "lossy"]
-        out.extend(kept_line(k) for k in lossy[:NOTABLE_LINES])
-        if len(lossy) > NOTABLE_LINES:
-            out.append(f"  and {len(lossy) - NOTABLE_LINES} more kept float32 as lossy (-v lists every tensor)")
+        for reason in ("lossy", "tolerance"):
+            notable = [k for k in report.kept if k.reason == reason]
+            out.extend(kept_line(k) for k in notable[:NOTABLE_LINES])
+            if len(notable) > NOTABLE_LINES:
+                out.append(f"  and {len(notable) - NOTABLE_LINES} more kept float32 as {reason} (-v lists every tensor)")
+    if report.search is not None:
+        out.append(report.search.summary())
     if report.verification is not None:
         out.append(report.verification.summary())
         if verbosity > 0:

@@ -76,11 +76,12 @@ class _Parser:
         self.data = data
         self.size = size
         # Without memoization (the fast first attempt, see parse_model), every object read is
-        # recorded by position only; more objects than an unshared file of this size can hold
-        # means sharing, and ends the attempt early.
+        # recorded by position only, and the bytes it covers are summed: the objects of a file
+        # that shares none do not overlap, so covering more bytes than the file holds means
+        # sharing, and ends the attempt early.
         self.memoize = memoize
         self.positions: List[int] = []
-        self.object_limit = size // 4 + 1
+        self.covered = 0
         self.end = 0  # one past the last byte any object of the flatbuffer uses
         self.layouts: Dict[Tuple[int, str], _Layout] = {}
         # position -> (type, object) of every table, vector and string read
@@ -188,10 +189,7 @@ class _Parser:
                 return known[1]  # type: ignore[no-any-return]
         else:
             known = None
-            positions = self.positions
-            positions.append(pos)
-            if len(positions) > self.object_limit:
-                raise _Shared
+            self.positions.append(pos)
         self.tables += 1
         data = self.data
         if pos < 0 or pos + 4 > self.size:
@@ -206,6 +204,10 @@ class _Parser:
         end = pos + layout.inline_size
         if end > self.size:
             self._span(pos, layout.inline_size, f"{spec.name} table ({where})")
+        if not self.memoize:
+            self.covered += layout.inline_size
+            if self.covered > self.size:
+                raise _Shared
         if end > self.end:
             self.end = end
         for offset in layout.wide:
@@ -250,10 +252,7 @@ class _Parser:
                 return known[1]
         else:
             known = None
-            positions = self.positions
-            positions.append(target)
-            if len(positions) > self.object_limit:
-                raise _Shared
+            self.positions.append(target)
         data = self.data
         if target < 0 or target + 4 > self.size:
             self._span(target, 4, f"{where}.{field.name}")
@@ -271,6 +270,10 @@ class _Parser:
             self._span(start, end - start, f"{where}.{field.name}")
         if end > self.end:
             self.end = end
+        if not self.memoize:
+            self.covered += end - target
+            if self.covered > self.size:
+                raise _Shared
         if kind == "string":
             if data[end - 1] != 0:
                 raise InvalidModelError(f"{where}.{field.name}: the string at offset {target} has no terminating zero")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-__all__ = ["FieldSpec", "TableSpec", "Schema", "SCHEMA", "SCALAR_FORMATS"]
+__all__ = ["FieldSpec", "TableSpec", "Schema", "SCHEMA", "CONVERSION_SCHEMA", "TABLES", "SCALAR_FORMATS"]
 
 # struct format and numpy dtype of each scalar type, little-endian.
 SCALAR_FORMATS: Mapping[str, Tuple[str, int]] = {
@@ -77,7 +77,7 @@ def _load(path: Path) -> Schema:
             by_name={f.name: f for f in fields},
         )
     return Schema(
-        tflite_version=raw["tflite_package_version"],
+        tflite_version=raw.get("tflite_package_version", ""),
         file_identifier=raw["file_identifier"].encode("ascii"),
         root_table=raw["root_table"],
         tables=tables,
@@ -87,3 +87,7 @@ def _load(path: Path) -> Schema:
 
 
 SCHEMA = _load(Path(__file__).with_name("tflite_schema.json"))
+CONVERSION_SCHEMA = _load(Path(__file__).with_name("conversion_metadata.json"))
+# Every table of both records, by name (their names do not collide): what the writer and Table use.
+TABLES: Mapping[str, TableSpec] = {**SCHEMA.tables, **CONVERSION_SCHEMA.tables}
+assert len(TABLES) == len(SCHEMA.tables) + len(CONVERSION_SCHEMA.tables), "table names collide between the records"

@@ -1,4 +1,5 @@
-"""Write ``schema/tflite_schema.json``: the TFLite schema revision tflite-fp16 supports.
+"""Write ``schema/tflite_schema.json``: the TFLite schema revision tflite-fp16 supports
+(and ``schema/conversion_metadata.json``: the schema of TensorFlow's CONVERSION_METADATA entry).
 
 The record lists every table of the schema with every field: its slot in the
 vtable, what kind of value it holds (scalar, string, table, vector, union) and,
@@ -26,6 +27,40 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 RECORD = Path(__file__).resolve().with_name("tflite_schema.json")
+CONVERSION_RECORD = Path(__file__).resolve().with_name("conversion_metadata.json")
+
+# conversion_metadata.fbs (TensorFlow's tensorflow/compiler/mlir/lite/schema, LiteRT's
+# tflite/converter/schema): the CONVERSION_METADATA entry TensorFlow writes into every model it
+# converts. No installed package carries generated code for it, so it is described here, field
+# by field in slot order: (name, kind, scalar type or table, default). tests/test_schema.py checks
+# it against the entries TensorFlow 2.21 wrote into the corpus models.
+CONVERSION_METADATA_TABLES = {
+    "Environment": [
+        ("tensorflow_version", "string", None, None),
+        ("api_version", "scalar", "uint32", 0),
+        ("model_type", "scalar", "int32", 0),  # enum ModelType
+        ("model_hash", "scalar", "uint64", 0),
+    ],
+    "SparsityBlockSize": [("values", "vector_scalar", "uint32", None)],
+    "ConversionOptions": [
+        ("model_optimization_modes", "vector_scalar", "int32", None),  # enum ModelOptimizationMode
+        ("allow_custom_ops", "scalar", "bool", False),
+        ("enable_select_tf_ops", "scalar", "bool", False),
+        ("force_select_tf_ops", "scalar", "bool", False),
+        ("sparsity_block_sizes", "vector_table", "SparsityBlockSize", None),
+    ],
+    "ConversionMetadata": [
+        ("environment", "table", "Environment", None),
+        ("options", "table", "ConversionOptions", None),
+    ],
+}
+CONVERSION_METADATA_ENUMS = {
+    "ModelType": {"NONE": 0, "TF_SAVED_MODEL": 1, "KERAS_MODEL": 2, "TF_CONCRETE_FUNCTIONS": 3, "TF_GRAPH_DEF": 4,
+                  "TF_SESSION": 5, "JAX": 6, "PYTORCH": 7},
+    "ModelOptimizationMode": {"PTQ_FLOAT16": 1001, "PTQ_DYNAMIC_RANGE": 1002, "PTQ_FULL_INTEGER": 1003, "PTQ_INT16": 1004,
+                              "QUANTIZATION_AWARE_TRAINING": 2000, "RANDOM_SPARSITY": 3001, "BLOCK_SPARSITY": 3002,
+                              "STRUCTURED_SPARSITY": 3003},
+}
 
 # flatc's Python code does not name the union type of a union field; the
 # TFLite schema has five. A new one makes this script fail until it is added.
@@ -173,6 +208,25 @@ def build_record() -> Dict[str, Any]:
     }
 
 
+def build_conversion_record() -> Dict[str, Any]:
+    """The record of conversion_metadata.fbs, in the form of the main record."""
+    tables = {}
+    for name, fields in CONVERSION_METADATA_TABLES.items():
+        entries = []
+        for slot, (field, kind, type_or_table, default) in enumerate(fields):
+            entry: Dict[str, Any] = {"name": field, "slot": slot, "kind": kind}
+            if kind in ("scalar", "vector_scalar"):
+                entry["type"] = type_or_table
+            elif kind in ("table", "vector_table"):
+                entry["table"] = type_or_table
+            if kind == "scalar":
+                entry["default"] = default
+            entries.append(entry)
+        tables[name] = {"slots": len(fields), "fields": entries}
+    return {"source": "conversion_metadata.fbs (with Environment.model_hash)", "file_identifier": "",
+            "root_table": "ConversionMetadata", "tables": tables, "unions": {}, "enums": CONVERSION_METADATA_ENUMS}
+
+
 def render(record: Dict[str, Any]) -> str:
     return json.dumps(record, indent=1, sort_keys=True) + "\n"
 
@@ -181,15 +235,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare, do not write")
     args = parser.parse_args(argv)
-    text = render(build_record())
-    if args.check:
-        if RECORD.read_text() != text:
-            print(f"{RECORD} is out of date: run python schema/generate.py", file=sys.stderr)
-            return 1
-        return 0
-    RECORD.write_text(text)
-    print(f"wrote {RECORD}")
-    return 0
+    outdated = 0
+    for path, record in ((RECORD, build_record()), (CONVERSION_RECORD, build_conversion_record())):
+        text = render(record)
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                print(f"{path} is out of date: run python schema/generate.py", file=sys.stderr)
+                outdated = 1
+            continue
+        path.write_text(text)
+        print(f"wrote {path}")
+    return outdated
 
 
 if __name__ == "__main__":

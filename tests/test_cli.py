@@ -61,7 +61,7 @@ def test_unwritable_output_exits_1(tmp_path: Path) -> None:
 
 def test_missing_output_argument_is_a_usage_error() -> None:
     result = run(str(DATA / "tiny_mlp.fp32.tflite"))
-    assert result.returncode == 2 and "output" in result.stderr
+    assert result.returncode == 2 and "give IN OUT" in result.stderr
 
 
 def test_unexpected_error_is_one_line_and_exit_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:  # type: ignore[type-arg]

@@ -23,9 +23,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import ConvertedTensor, Report, plan_file, rewrite, rewrite_bytes
     from .options import Options
     from .plan import KeptTensor, Plan
+    from .batch import check_many, rewrite_many
+    from .inspect import inspect_file
+    from .widen import widen, widen_bytes
 
 __all__ = [
     "rewrite", "rewrite_bytes", "plan_file", "verify", "Options", "Report", "Plan", "ConvertedTensor", "KeptTensor",
+    "rewrite_many", "check_many", "widen", "widen_bytes", "inspect_file",
     "RewriteError", "InvalidModelError", "UnsupportedModelError", "LossyModelError", "VerificationError",
     "MissingDependencyError", "InvalidInputsError", "InputNotFoundError", "InputChangedError", "OutputError",
 ]
@@ -34,6 +38,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "rewrite": "api", "rewrite_bytes": "api", "plan_file": "api", "Report": "api", "ConvertedTensor": "api",
     "Options": "options", "Plan": "plan", "KeptTensor": "plan",
+    "rewrite_many": "batch", "check_many": "batch", "widen": "widen", "widen_bytes": "widen", "inspect_file": "inspect",
 }
 
 

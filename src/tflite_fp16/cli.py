@@ -21,11 +21,13 @@ from .errors import (
     UnsupportedModelError, VerificationError,
 )
 from .options import DEFAULT_MAX_CAST_ERROR, DEFAULT_TOLERANCE, LOSSY_POLICIES, Options
+from .text import quote
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 EXIT_VERIFY_FAILED = 3
+EXIT_CHECK_FOUND = 4
 _BAD_INPUT = (InvalidModelError, UnsupportedModelError, LossyModelError, InvalidInputsError, MissingDependencyError)
 
 
@@ -34,11 +36,25 @@ def _parser() -> argparse.ArgumentParser:
         prog="tflite-fp16",
         description="Store the float32 weights of a TFLite model as float16 (with DEQUANTIZE ops), "
         "as TensorFlow's float16 post-training quantization does, from the .tflite file alone. "
-        "Exit status: 0 done, 1 failure, 2 bad input or usage, 3 verification failed (or --auto cannot meet the tolerance).",
+        "Exit status: 0 done, 1 failure (for many inputs: any failed), 2 bad input or usage, 3 verification failed "
+        "(or --auto cannot meet the tolerance), 4 --check found a constant to convert.",
     )
-    parser.add_argument("input", help="float32 .tflite model")
-    parser.add_argument("output", nargs="?", help="where to write the float16 model (may equal input)")
+    parser.add_argument("paths", nargs="*", metavar="PATH",
+                        help="IN OUT: convert one model (OUT may equal IN); with -o DIR, --in-place or --check: "
+                        "model files and folders (searched for *.tflite)")
     parser.add_argument("--dry-run", action="store_true", help="say what would be converted and why not the rest; write nothing")
+    parser.add_argument("--to", choices=("float16", "float32"), default="float16",
+                        help="float32: undo a float16 conversion (ours or TensorFlow's): float16 weights read through "
+                        "DEQUANTIZE become float32 constants again")
+
+    many = parser.add_argument_group("many models (tflite-fp16 inspect MODEL [--json]: what is in a file)")
+    many.add_argument("-o", "--output-dir", metavar="DIR", help="convert every input into DIR, keeping relative paths")
+    many.add_argument("--in-place", action="store_true", help="convert every input where it is")
+    many.add_argument("-j", "--jobs", type=int, default=None, metavar="N",
+                      help="convert N files at once in separate processes (default: the number of cores)")
+    many.add_argument("--check", action="store_true",
+                      help="write nothing; exit 4 when an input still has a constant the rewrite would convert, "
+                      "naming each such file (a pipeline's guard that every model is float16)")
 
     select = parser.add_argument_group("what to convert")
     select.add_argument("--keep", action="append", default=[], metavar="PATTERN",
@@ -63,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
                         "Buffer.offset/size, as TensorFlow writes large models), or normal whenever it fits (auto, the default)")
     output.add_argument("-v", "--verbose", action="store_true", help="one line per converted and per kept tensor")
     output.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
-    output.add_argument("--json", metavar="FILE", help="write the report as JSON to FILE ('-': stdout, and nothing else there)")
+    output.add_argument("--json", metavar="FILE", help="write the report as JSON to FILE ('-': stdout, and nothing else there); "
+                        "for many inputs, a list with one report per input")
 
     check = parser.add_argument_group("verification (needs: pip install 'tflite-fp16[verify]')")
     check.add_argument("--verify", action="store_true",
@@ -93,6 +110,8 @@ def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Optio
         parser.error("--save-keep writes what --auto chose; add --auto")
     if args.verify and args.dry_run:
         parser.error("--verify needs an output to check; drop --dry-run")
+    if args.verify and args.check:
+        parser.error("--check writes nothing to verify; drop --verify")
     try:
         return Options(
             keep=args.keep, skip_ops=args.skip_op, min_elements=args.min_elements,
@@ -106,7 +125,7 @@ def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Optio
         raise  # unreachable: parser.error exits
 
 
-def _emit_json(destination: str, data: Dict[str, Any]) -> None:
+def _emit_json(destination: str, data: Any) -> None:
     from .report import dumps
 
     text = dumps(data) + "\n"
@@ -124,8 +143,8 @@ def _error_json(args: argparse.Namespace, error: BaseException, status: int) -> 
     return {
         "tool": "tflite-fp16",
         "version": __version__,
-        "input": args.input,
-        "output": args.output,
+        "input": args.paths[0] if args.paths else None,
+        "output": args.paths[1] if len(args.paths) > 1 else None,
         "error": {"type": type(error).__name__, "message": str(error), "exit_status": status},
         "verify": verification_to_dict(getattr(error, "report", None)),
     }
@@ -264,52 +283,181 @@ def _main(argv: Optional[List[str]]) -> int:
     from .output import _pause_for_tests
 
     _pause_for_tests("start")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["inspect"]:
+        return _inspect(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.output is None and not args.dry_run:
-        parser.error("the output path is required (or use --dry-run)")
     if args.quiet and args.verbose:
         parser.error("-q and -v exclude each other")
+    many = args.output_dir is not None or args.in_place or args.check
+    if sum(map(bool, (args.output_dir is not None, args.in_place, args.check))) > 1:
+        parser.error("choose one of -o DIR, --in-place and --check")
+    if many:
+        if not args.paths:
+            parser.error("give the model files or folders to work on")
+        if args.dry_run:
+            parser.error("--dry-run is for one model; --check tells for many")
+    elif len(args.paths) != 2 and not (args.dry_run and len(args.paths) == 1):
+        parser.error("give IN OUT (or IN with --dry-run; or -o DIR, --in-place or --check with several inputs)")
+    if args.jobs is not None and (args.jobs < 1 or not (args.output_dir is not None or args.in_place)):
+        parser.error("-j N (N >= 1) applies to -o DIR and --in-place")
     options = _options(args, parser)
-    human: TextIO = sys.stderr if args.json == "-" else sys.stdout
-    status = EXIT_OK
-    try:
-        from .api import rewrite
+    if args.to == "float32":
+        _only_layout(options, parser)
+    if args.check:
+        return _check(args, options)
+    if many:
+        return _batch(args, options, parser)
+    return _single(args, options)
 
-        report = rewrite(args.input, None if args.dry_run else args.output, options)
+
+def _only_layout(options: Options, parser: argparse.ArgumentParser) -> None:
+    """--to float32 takes no conversion option (only --layout)."""
+    plain = Options(layout=options.layout, progress=options.progress)
+    if options != plain or options.inputs is not None:
+        parser.error("--to float32 takes none of the float16 conversion options (only --layout, -v, -q, --json)")
+
+
+def _single(args: argparse.Namespace, options: Options) -> int:
+    source = args.paths[0]
+    target = None if args.dry_run else args.paths[1]
+    human: TextIO = sys.stderr if args.json == "-" else sys.stdout
+    try:
+        if args.to == "float32":
+            from .widen import widen
+
+            report: Any = widen(source, target, layout=options.layout)
+        else:
+            from .api import rewrite
+
+            report = rewrite(source, target, options)
     except VerificationError as error:
-        status = EXIT_VERIFY_FAILED
         print(f"tflite-fp16: {error}", file=sys.stderr)
         if error.report is not None and not args.quiet:
             for line in error.report.lines() if args.verbose else [f"  {line}" for line in _failures(error.report)]:
                 print(line, file=sys.stderr)
-        failure: Optional[BaseException] = error
+        return _failed(args, error, EXIT_VERIFY_FAILED)
     except _BAD_INPUT as error:
-        status, failure = EXIT_BAD_INPUT, error
         print(f"tflite-fp16: error: {error}", file=sys.stderr)
+        return _failed(args, error, EXIT_BAD_INPUT)
     except (RewriteError, OSError) as error:
-        status, failure = EXIT_FAILURE, error
         print(f"tflite-fp16: error: {error}", file=sys.stderr)
+        return _failed(args, error, EXIT_FAILURE)
     except Exception as error:  # a bug: still one line, and no partial output (the writer cleans up)
-        status, failure = EXIT_FAILURE, error
         print(f"tflite-fp16: internal error: {type(error).__name__}: {error} (please report it)", file=sys.stderr)
+        return _failed(args, error, EXIT_FAILURE)
+    if args.to == "float32":
+        if not args.quiet:
+            print(report.summary(), file=human)
+            if args.verbose:
+                for t in report.widened:
+                    print(f"  widened subgraph {t.subgraph} tensor {t.tensor} {quote(t.name)}: {t.elements} values", file=human)
+                for s, t, name, why in report.float16_kept:
+                    print(f"  float16 left subgraph {s} tensor {t} {quote(name)}: {why}", file=human)
     else:
-        failure = None
-    if failure is not None:
-        if args.json:
-            _emit_json(args.json, _error_json(args, failure, status))
-        return status
+        from .report import render_text
 
-    from .report import render_text
-
-    out, err = render_text(report, -1 if args.quiet else (1 if args.verbose else 0))
-    for line in err:
-        print(line, file=sys.stderr)
-    for line in out:
-        print(line, file=human)
+        out, err = render_text(report, -1 if args.quiet else (1 if args.verbose else 0))
+        for line in err:
+            print(line, file=sys.stderr)
+        for line in out:
+            print(line, file=human)
     if args.json:
         _emit_json(args.json, report.to_dict())
+    return EXIT_OK
+
+
+def _failed(args: argparse.Namespace, error: BaseException, status: int) -> int:
+    if args.json:
+        _emit_json(args.json, _error_json(args, error, status))
     return status
+
+
+def _batch(args: argparse.Namespace, options: Options, parser: argparse.ArgumentParser) -> int:
+    from .batch import rewrite_many
+
+    human: TextIO = sys.stderr if args.json == "-" else sys.stdout
+
+    def on_result(result: Any) -> None:
+        if not result.ok:
+            print(f"tflite-fp16: {quote(result.input)}: {result.error}", file=sys.stderr)
+        elif args.verbose:
+            print(f"{quote(result.input)}: {result.report.summary()}", file=human)
+
+    try:
+        results = rewrite_many(args.paths, args.output_dir, in_place=args.in_place, jobs=args.jobs, to=args.to,
+                               options=options, progress=not args.quiet and args.json != "-", on_result=on_result)
+    except ValueError as error:
+        parser.error(str(error))
+    if not args.quiet:
+        for line in _batch_table(results):
+            print(line, file=human)
+    if args.json:
+        _emit_json(args.json, [r.to_dict() for r in results])  # type: ignore[arg-type]
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILURE
+
+
+def _batch_table(results: List[Any]) -> List[str]:
+    counts = {status: sum(1 for r in results if r.status == status) for status in ("converted", "unchanged", "failed")}
+    done = [r for r in results if r.ok]
+    before = sum(r.report.size_before for r in done)
+    after = sum(r.report.size_after or 0 for r in done)
+    share = f" ({100.0 * after / before:.1f}%)" if before else ""
+    return [
+        f"{'files':<10} {len(results):>7,}",
+        f"{'converted':<10} {counts['converted']:>7,}",
+        f"{'unchanged':<10} {counts['unchanged']:>7,}   (nothing to convert)",
+        f"{'failed':<10} {counts['failed']:>7,}",
+        f"{'bytes':<10} {before:>7,} -> {after:,}{share}   (files written)",
+    ]
+
+
+def _check(args: argparse.Namespace, options: Options) -> int:
+    from .batch import check_many
+
+    human: TextIO = sys.stderr if args.json == "-" else sys.stdout
+    results = check_many(args.paths, options)
+    for result in results:
+        if result.error is not None:
+            print(f"tflite-fp16: {quote(result.input)}: error: {result.error}", file=sys.stderr)
+        elif result.would_convert and not args.quiet:
+            names = ", ".join(quote(n, 60) for n in result.would_convert[:3])
+            more = f" and {len(result.would_convert) - 3} more" if len(result.would_convert) > 3 else ""
+            print(f"{quote(result.input)}: {len(result.would_convert)} tensors would convert to float16: {names}{more}", file=human)
+    found = sum(1 for r in results if r.would_convert)
+    failed = sum(1 for r in results if r.error is not None)
+    if not args.quiet:
+        print(f"check: {len(results)} files, {found} with constants to convert, {failed} unreadable", file=human)
+    if args.json:
+        _emit_json(args.json, [r.to_dict() for r in results])  # type: ignore[arg-type]
+    if found:
+        return EXIT_CHECK_FOUND
+    return EXIT_BAD_INPUT if failed else EXIT_OK
+
+
+def _inspect(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(prog="tflite-fp16 inspect", description="What is in a .tflite file, at a glance.")
+    parser.add_argument("model", help=".tflite file")
+    parser.add_argument("--json", action="store_true", help="print everything as JSON (documented in the README)")
+    args = parser.parse_args(argv)
+    try:
+        from .inspect import inspect_file, render
+
+        info = inspect_file(args.model)
+    except _BAD_INPUT as error:
+        print(f"tflite-fp16: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (RewriteError, OSError) as error:
+        print(f"tflite-fp16: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        from .report import dumps
+
+        print(dumps(info))
+    else:
+        print(render(info))
+    return EXIT_OK
 
 
 def _failures(verification: Any) -> List[str]:

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from .schema import SCHEMA
+from .schema import SCHEMA, TABLES
 
 __all__ = ["Table", "TFLiteModel", "TENSOR_TYPES", "BUILTIN_OPS", "op_of"]
 
@@ -37,7 +37,7 @@ DENSIFY = BUILTIN_OPS["DENSIFY"]
 
 
 _DEFAULTS: Dict[str, Dict[str, Any]] = {
-    name: {f.name: f.default for f in spec.fields} for name, spec in SCHEMA.tables.items()
+    name: {f.name: f.default for f in spec.fields} for name, spec in TABLES.items()
 }
 
 
@@ -108,6 +108,14 @@ class TFLiteModel:
     trailing: Any = b""  # bytes-like; a view into the input file when read
     shared: bool = False
     tables: int = 0  # tables as LiteRT's verifier counts them (a shared one at every use); 0 when not read from a file
+    external: int = 0  # buffers whose data the file stores after the flatbuffer (Buffer.offset/size)
+    base: int = 0  # the address of the file's first byte, when read from one (see offset_of)
+
+    def offset_of(self, array: np.ndarray) -> Optional[int]:
+        """Where ``array`` (a view of the file read, such as buffer data) starts in the file."""
+        if not self.base or not isinstance(array, np.ndarray) or array.size == 0:
+            return None
+        return int(array.__array_interface__["data"][0]) - self.base
 
     @cached_property
     def buffers(self) -> Tuple[Table, ...]:

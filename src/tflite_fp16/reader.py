@@ -19,9 +19,9 @@ import numpy as np
 
 from .errors import InvalidModelError, UnsupportedModelError
 from .model import Table, TFLiteModel
-from .schema import NUMPY_DTYPES, SCALAR_FORMATS, SCHEMA, FieldSpec, TableSpec
+from .schema import NUMPY_DTYPES, SCALAR_FORMATS, SCHEMA, FieldSpec, Schema, TableSpec
 
-__all__ = ["read_model", "open_model", "parse_model"]
+__all__ = ["read_model", "open_model", "parse_model", "parse_table"]
 
 _U32 = struct.Struct("<I")
 _I32 = struct.Struct("<i")
@@ -72,9 +72,10 @@ class _Parser:
     the file's size and costs no bookkeeping.)
     """
 
-    def __init__(self, data: Any, size: int, memoize: bool = True) -> None:
+    def __init__(self, data: Any, size: int, memoize: bool = True, schema: Schema = SCHEMA) -> None:
         self.data = data
         self.size = size
+        self.schema = schema
         # Without memoization (the fast first attempt, see parse_model), every object read is
         # recorded by position only, and the bytes it covers are summed: the objects of a file
         # that shares none do not overlap, so covering more bytes than the file holds means
@@ -156,7 +157,7 @@ class _Parser:
             if field is None:
                 raise UnsupportedModelError(
                     f"{spec.name} ({where}) has a field in vtable slot {slot} that the supported "
-                    f"TFLite schema (tflite package {SCHEMA.tflite_version}, {spec.slots} fields in "
+                    f"TFLite schema (tflite package {self.schema.tflite_version}, {spec.slots} fields in "
                     f"{spec.name}) does not define; the model was written with a newer schema. "
                     f"Refusing rather than dropping the field: update tflite-fp16."
                 )
@@ -226,14 +227,14 @@ class _Parser:
             member_type = fields.get(field.name + "_type", 0)
             if member_type == 0:
                 continue  # a value under type NONE: LiteRT ignores it, and it is not carried over
-            member = SCHEMA.unions[field.union].get(member_type)  # type: ignore[index]
+            member = self.schema.unions[field.union].get(member_type)  # type: ignore[index]
             if member is None:
                 raise UnsupportedModelError(
                     f"{spec.name}.{field.name} ({where}) has union type {member_type}, which the supported "
-                    f"TFLite schema (tflite package {SCHEMA.tflite_version}) does not define for {field.union}"
+                    f"TFLite schema (tflite package {self.schema.tflite_version}) does not define for {field.union}"
                 )
             target = self._uoffset(pos + offset, where)
-            fields[field.name] = self.table(target, SCHEMA.tables[member], f"{where}.{field.name}")
+            fields[field.name] = self.table(target, self.schema.tables[member], f"{where}.{field.name}")
         result = Table(spec.name, fields)
         if known is None and self.memoize:
             self.tables_at[pos] = (spec.name, result)
@@ -243,7 +244,7 @@ class _Parser:
         """The object a reference field points to (at ``target``)."""
         kind = field.kind
         if kind == "table":
-            return self.table(target, SCHEMA.tables[field.table], f"{where}.{field.name}")  # type: ignore[index]
+            return self.table(target, self.schema.tables[field.table], f"{where}.{field.name}")  # type: ignore[index]
         key = field.type or field.table
         if self.memoize:
             known = self.vectors_at.get(target)
@@ -297,7 +298,7 @@ class _Parser:
                 if item == 0 or item >= _MAX_OFFSET:
                     self._check_offset(item, start + 4 * i, name)
             if kind == "vector_table":
-                spec = SCHEMA.tables[field.table]  # type: ignore[index]
+                spec = self.schema.tables[field.table]  # type: ignore[index]
                 table = self.table
                 value = tuple([table(start + 4 * i + item, spec, name) for i, item in enumerate(items)])
             elif kind == "vector_string":
@@ -369,11 +370,24 @@ def parse_model(data: Any) -> TFLiteModel:
         parser = _read(data, size, memoize=True)
     root = parser.root
     parser._charge(0, 0)  # the tables read for the first time count too
-    root, end = _external_data(root, data, size, parser.end)
+    root, end, external = _external_data(root, data, size, parser.end)
+    base = int(np.frombuffer(data, np.uint8, 1).__array_interface__["data"][0])
     model = TFLiteModel(root=root, trailing=memoryview(data)[_trailing_start(data, end, size):], shared=parser.shared,
-                        tables=parser.tables)
+                        tables=parser.tables, external=external, base=base)
     _check_model(model)
     return model
+
+
+def parse_table(data: Any, schema: Schema) -> Table:
+    """The root table of a flatbuffer of ``schema`` held in ``data`` (a metadata entry such as
+    CONVERSION_METADATA), bounds-checked and budgeted like a model."""
+    size = len(data)
+    if size < 8:
+        raise InvalidModelError(f"a {schema.root_table} flatbuffer of {size} bytes is too short")
+    parser = _Parser(data, size, memoize=True, schema=schema)
+    root = parser.table(parser._uoffset(0, "root table offset"), schema.tables[schema.root_table], schema.root_table)
+    parser._charge(0, 0)
+    return root
 
 
 def _read(data: Any, size: int, memoize: bool) -> _Parser:
@@ -398,7 +412,7 @@ def _trailing_start(data: Any, end: int, size: int) -> int:
     return end
 
 
-def _external_data(root: Table, data: Any, size: int, flatbuffer_end: int) -> Tuple[Table, int]:
+def _external_data(root: Table, data: Any, size: int, flatbuffer_end: int) -> Tuple[Table, int, int]:
     """Data stored after the flatbuffer (the layout of models over 2 GB) becomes
     ordinary fields that view the same bytes: ``Buffer.offset/size`` (offset > 1)
     becomes ``Buffer.data``, and ``Operator.large_custom_options_offset/size``
@@ -409,7 +423,8 @@ def _external_data(root: Table, data: Any, size: int, flatbuffer_end: int) -> Tu
     none must be zero (alignment padding): anything else would be dropped, so the model
     is refused. Tables and views that several references share stay shared.
 
-    Returns the root and the end of the last byte the model uses.
+    Returns the root, the end of the last byte the model uses, and how many buffers held their
+    data after the flatbuffer.
     """
     ranges: List[Tuple[int, int]] = []
     views: Dict[Tuple[int, int], np.ndarray] = {}
@@ -474,7 +489,8 @@ def _external_data(root: Table, data: Any, size: int, flatbuffer_end: int) -> Tu
         end = max(end, stop)
     if changes.get("subgraphs") is not None:
         changes["subgraphs"] = tuple(subgraphs)
-    return (root.replace(**changes) if changes else root), end
+    external = sum(1 for table in replaced.values() if table.name == "Buffer" and "data" in table.fields)
+    return (root.replace(**changes) if changes else root), end, external
 
 
 # Options fields that name a subgraph (WHILE's body, IF's branches, CALL_ONCE, StableHLO regions, ...).

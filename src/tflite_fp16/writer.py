@@ -37,9 +37,9 @@ from .cast import SMALL_ELEMENTS, Float16Cast, cast_batch
 from .errors import RewriteError
 from .model import Table, TFLiteModel
 from .output import OutputTarget, atomic_write, check_output
-from .schema import NUMPY_DTYPES, SCALAR_FORMATS, SCHEMA
+from .schema import NUMPY_DTYPES, SCALAR_FORMATS, SCHEMA, TABLES
 
-__all__ = ["write_model", "to_bytes", "serialize", "copy_file", "LAYOUTS", "FLATBUFFER_LIMIT"]
+__all__ = ["write_model", "to_bytes", "serialize", "serialize_table", "copy_file", "LAYOUTS", "FLATBUFFER_LIMIT"]
 
 ALIGNMENT = 16
 TAIL_PADDING = 16
@@ -73,7 +73,7 @@ class _Template:
 @lru_cache(maxsize=4096)
 def _template(name: str, field_names: Tuple[str, ...]) -> _Template:
     """Fields largest first (then by slot), each aligned to its size, after the 4-byte soffset."""
-    spec = SCHEMA.tables[name]
+    spec = TABLES[name]
     if name == "Buffer" and any(spec.by_name[f].kind != "scalar" and f != "data" for f in field_names):
         raise AssertionError("Buffer has a reference field besides data: teach the writer about it")
     fields = [spec.by_name[f] for f in field_names]
@@ -293,8 +293,8 @@ class _Emitter:
     def strings(self, items: Any) -> int:
         return self._offsets(self.string, items)
 
-    def finish(self, root: Table) -> bytearray:
-        self.out += bytes(4) + SCHEMA.file_identifier
+    def finish(self, root: Table, identifier: bytes = SCHEMA.file_identifier) -> bytearray:
+        self.out += bytes(4) + identifier
         root_at = self.table(root)
         _U32.pack_into(self.out, 0, root_at)
         self._emit_deferred()
@@ -388,7 +388,7 @@ def _object_graph(root: Table) -> Tuple[Dict[_Key, Tuple[str, Any, Optional[str]
         objects[key] = (kind, value, scalar_type)
         below: List[_Key] = []
         if kind == "table":
-            spec = SCHEMA.tables[value.name]
+            spec = TABLES[value.name]
             for name, item in value.fields.items():
                 field = spec.by_name[name]
                 if field.kind == "scalar" or (value.name == "Buffer" and name == "data"):
@@ -440,6 +440,16 @@ def _layout_for(model: TFLiteModel, layout: str) -> Tuple[bytearray, List[Tuple[
             f"flatbuffer can hold ({FLATBUFFER_LIMIT:,})"
         )
     return head, emitter.region, emitter.region_end, emitter.layout
+
+
+def serialize_table(root: Table) -> bytes:
+    """A flatbuffer holding ``root`` and what it refers to, without a file identifier (for a
+    metadata entry such as CONVERSION_METADATA); no buffer data."""
+    emitter = _Emitter("normal")
+    out = emitter.finish(root, identifier=b"")
+    if emitter.region:
+        raise AssertionError("serialize_table writes tables only, not buffer data")
+    return bytes(out)
 
 
 def check_table_limit(count: int, at_least: bool = False) -> None:

@@ -1,0 +1,358 @@
+"""Back to float32: undo a float16 conversion (ours or TensorFlow's).
+
+Every constant FLOAT16 tensor that is read only through DEQUANTIZE becomes a
+FLOAT32 constant holding its values widened (exactly: every float16 value is a
+float32 value); whatever read a DEQUANTIZE output reads the constant; the
+DEQUANTIZE ops and their output tensors are removed. A sparse FLOAT16
+constant read by DENSIFY -> DEQUANTIZE becomes a sparse FLOAT32 constant read
+by DENSIFY, which then writes the DEQUANTIZE's output. Operator codes that no
+operator uses any more are removed. Tensor and operator-code indices are
+renumbered wherever they are used (operators, subgraph inputs and outputs,
+signatures), so every reference stays valid; the tensors added by a float16
+rewrite are at the end of each subgraph, so the round trip restores the
+original indices.
+
+Why: TFLite Micro has no float16 DEQUANTIZE, and several converters
+(tflite2onnx, TVM, Samsung ONE, NNEF-Tools) special-case it; holders of only
+the float16 file can still use them.
+
+>>> report = widen("model_fp16.tflite", "model_fp32.tflite")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple, Union
+
+import numpy as np
+
+from .api import _existing, _identity, _quiet_gc
+from .model import DENSIFY, DEQUANTIZE, FLOAT16, FLOAT32, Table, TFLiteModel, op_of
+from .output import check_output
+from .reader import open_model, parse_model
+from .text import quote
+from .writer import copy_file, serialize, write_model
+
+__all__ = ["widen", "widen_bytes", "widen_model", "WidenReport", "WidenedTensor"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+REDUCED_PRECISION_KEY = b"reduced_precision_support"
+
+
+class WidenedTensor(NamedTuple):
+    """A FLOAT16 constant that became FLOAT32 (indices are the input's)."""
+
+    subgraph: int
+    tensor: int
+    name: str
+    elements: int
+    dequantize_ops: int  # DEQUANTIZE ops it fed (removed)
+    sparse: bool
+
+
+@dataclass(frozen=True)
+class WidenReport:
+    """What :func:`widen` did."""
+
+    input: str
+    output: Optional[str]
+    size_before: int
+    size_after: Optional[int]
+    widened: Tuple[WidenedTensor, ...]
+    dequantize_ops_removed: int
+    operator_codes_removed: int
+    float16_kept: Tuple[Tuple[int, int, str, str], ...] = ()  # (subgraph, tensor, name, why) FLOAT16 constants left
+    layout: Optional[str] = None
+    seconds: float = 0.0
+
+    @property
+    def unchanged(self) -> bool:
+        return not self.widened
+
+    def summary(self) -> str:
+        if not self.widened:
+            line = "nothing to widen: no float16 constant read only through DEQUANTIZE"
+            if self.float16_kept:
+                line += f" ({len(self.float16_kept)} float16 constants are read otherwise)"
+            return line + ("; input copied unchanged" if self.output is not None else "")
+        line = (f"{len(self.widened)} tensors widened to float32, {self.dequantize_ops_removed} DEQUANTIZE ops removed")
+        if self.size_after is not None:
+            line += f"; {self.size_before:,} -> {self.size_after:,} bytes"
+        if self.float16_kept:
+            line += f"; {len(self.float16_kept)} float16 constants left (read otherwise)"
+        return line
+
+    def to_dict(self) -> Dict[str, Any]:
+        from . import __version__
+
+        return {
+            "tool": "tflite-fp16", "version": __version__, "operation": "to_float32",
+            "input": self.input, "output": self.output, "size_before": self.size_before, "size_after": self.size_after,
+            "unchanged": self.unchanged, "layout": self.layout,
+            "widened": [t._asdict() for t in self.widened],
+            "dequantize_ops_removed": self.dequantize_ops_removed,
+            "operator_codes_removed": self.operator_codes_removed,
+            "float16_kept": [{"subgraph": s, "tensor": t, "name": n, "reason": why} for s, t, n, why in self.float16_kept],
+            "seconds": round(self.seconds, 6),
+        }
+
+
+def _name(raw: Optional[bytes]) -> str:
+    return (raw or b"").decode("utf-8", "replace")
+
+
+@dataclass
+class _SubgraphEdit:
+    """Decisions for one subgraph: tensor -> replacement, operators and tensors to remove."""
+
+    alias: Dict[int, int] = field(default_factory=dict)  # removed DEQUANTIZE output -> the widened constant
+    removed_operators: Set[int] = field(default_factory=set)
+    removed_tensors: Set[int] = field(default_factory=set)
+    densify_output: Dict[int, int] = field(default_factory=dict)  # DENSIFY operator -> its new output tensor
+    widened: Dict[int, Tuple[int, bool]] = field(default_factory=dict)  # tensor -> (DEQUANTIZE ops removed, sparse)
+
+
+def _decide(model: TFLiteModel, s: int, ops_of_codes: List[int], kept: List[Tuple[int, int, str, str]]) -> _SubgraphEdit:
+    subgraph = model.subgraphs[s]
+    tensors = subgraph.tables("tensors")
+    operators = subgraph.tables("operators")
+    readers: Dict[int, List[int]] = defaultdict(list)
+    writers: Dict[int, int] = {}
+    for o, op in enumerate(operators):
+        for i in set(op.ints("inputs")):
+            if i >= 0:
+                readers[i].append(o)
+        for i in op.ints("outputs"):
+            writers.setdefault(i, o)
+    boundary = set(subgraph.ints("inputs")) | set(subgraph.ints("outputs"))
+    edit = _SubgraphEdit()
+
+    def is_dequantize_of(o: int, source: int) -> Optional[int]:
+        """The FLOAT32 output of operator ``o`` if it is a DEQUANTIZE of ``source`` alone, else None."""
+        op = operators[o]
+        if ops_of_codes[op.get("opcode_index")] != DEQUANTIZE or op.ints("inputs") != [source] or len(op.ints("outputs")) != 1:
+            return None
+        (output,) = op.ints("outputs")
+        if output < 0 or tensors[output].get("type") != FLOAT32 or output in boundary or tensors[output].get("is_variable"):
+            return None  # a variable (an LSTM state TensorFlow initialises this way) must stay written by its DEQUANTIZE
+        return output
+
+    for t, tensor in enumerate(tensors):
+        if tensor.get("type") != FLOAT16 or model.buffer_data(tensor.get("buffer")).size == 0:
+            continue
+        name = _name(tensor.get("name"))
+        why = ""
+        if t in boundary:
+            why = "a subgraph input or output"
+        elif tensor.get("is_variable") or t in writers:
+            why = "a variable, or written by an operator"
+        elif not readers.get(t):
+            why = "no operator reads it"
+        if why:
+            kept.append((s, t, name, why))
+            continue
+        sparse = tensor.has("sparsity")
+        if sparse:
+            # sparse FLOAT16 -> DENSIFY -> FLOAT16 dense -> DEQUANTIZE -> FLOAT32
+            (only,) = readers[t] if len(readers[t]) == 1 else (None,)
+            densify = operators[only] if only is not None else None
+            if densify is None or ops_of_codes[densify.get("opcode_index")] != DENSIFY or len(densify.ints("outputs")) != 1:
+                kept.append((s, t, name, "sparse, and not read by one DENSIFY"))
+                continue
+            (dense,) = densify.ints("outputs")
+            dense_readers = readers.get(dense, [])
+            outputs = [is_dequantize_of(o, dense) for o in dense_readers]
+            if dense in boundary or len(dense_readers) != 1 or outputs[0] is None:
+                kept.append((s, t, name, "its DENSIFY output is not read by one DEQUANTIZE alone"))
+                continue
+            edit.densify_output[only] = outputs[0]  # type: ignore[index]
+            edit.removed_operators.add(dense_readers[0])
+            edit.removed_tensors.add(dense)
+            edit.widened[t] = (1, True)
+            continue
+        outputs = [is_dequantize_of(o, t) for o in readers[t]]
+        if any(output is None for output in outputs):
+            kept.append((s, t, name, "read by something other than a DEQUANTIZE into a float32 tensor that is not a variable"))
+            continue
+        for o, output in zip(readers[t], outputs):
+            edit.alias[output] = t  # type: ignore[index]
+            edit.removed_operators.add(o)
+            edit.removed_tensors.add(output)  # type: ignore[arg-type]
+        edit.widened[t] = (len(outputs), False)
+    return edit
+
+
+def widen_model(model: TFLiteModel) -> Tuple[TFLiteModel, List[WidenedTensor], int, int, List[Tuple[int, int, str, str]]]:
+    """The float32 model, the widened tensors, DEQUANTIZE ops removed, operator codes removed, and
+    the FLOAT16 constants left (with why)."""
+    codes = model.operator_codes
+    ops_of_codes = [op_of(code) for code in codes]
+    kept: List[Tuple[int, int, str, str]] = []
+    edits = [_decide(model, s, ops_of_codes, kept) for s in range(len(model.subgraphs))]
+    widened = [
+        WidenedTensor(s, t, _name(model.subgraphs[s].tables("tensors")[t].get("name")),
+                      model.buffer_data(model.subgraphs[s].tables("tensors")[t].get("buffer")).size // 2, n, sparse)
+        for s, edit in enumerate(edits) for t, (n, sparse) in sorted(edit.widened.items())
+    ]
+    if not widened:
+        return model, [], 0, 0, kept
+
+    # Buffers: widened once; in place when only widened tensors read the bytes, else a new buffer.
+    buffers = list(model.buffers)
+    widened_by_buffer: Dict[int, List[Tuple[int, int]]] = defaultdict(list)
+    others: Set[int] = {entry.get("buffer") for entry in model.root.tables("metadata")} | set(model.root.ints("metadata_buffer"))
+    for s, subgraph in enumerate(model.subgraphs):
+        for t, tensor in enumerate(subgraph.tables("tensors")):
+            b = tensor.get("buffer")
+            if t in edits[s].widened:
+                widened_by_buffer[b].append((s, t))
+            elif model.buffer_data(b).size:
+                others.add(b)
+    target: Dict[Tuple[int, int], int] = {}
+    for b, refs in widened_by_buffer.items():
+        data = np.ascontiguousarray(model.buffer_data(b)).view("<f2").astype("<f4").view(np.uint8)
+        if b in others:
+            buffers.append(Table("Buffer", {"data": data}))
+            index = len(buffers) - 1
+        else:
+            buffers[b] = Table("Buffer", {**{k: v for k, v in buffers[b].fields.items() if k not in ("offset", "size")}, "data": data})
+            index = b
+        for ref in refs:
+            target[ref] = index
+
+    subgraphs = [_edit_subgraph(subgraph, edits[s], {t: b for (sg, t), b in target.items() if sg == s})
+                 for s, subgraph in enumerate(model.subgraphs)]
+    removed_ops = sum(len(e.removed_operators) for e in edits)
+
+    # Operator codes no operator uses any more (because of the removal) go, and indices follow.
+    used_before = {op.get("opcode_index") for sg in model.subgraphs for op in sg.tables("operators")}
+    used_after = {op.get("opcode_index") for sg in subgraphs for op in sg.tables("operators")}
+    dropped = sorted(used_before - used_after)
+    code_index = {old: old - sum(1 for d in dropped if d < old) for old in range(len(codes)) if old not in dropped}
+    if dropped:
+        subgraphs = [sg.replace(operators=tuple(op.replace(opcode_index=code_index[op.get("opcode_index")])
+                                                for op in sg.tables("operators"))) for sg in subgraphs]
+    root = model.root.replace(
+        subgraphs=tuple(subgraphs), buffers=tuple(buffers),
+        operator_codes=tuple(code for i, code in enumerate(codes) if i not in dropped),
+    )
+    maps = [_tensor_map(len(model.subgraphs[s].tables("tensors")), edits[s]) for s in range(len(edits))]
+    signatures = model.root.tables("signature_defs")
+    if signatures:
+        root = root.replace(signature_defs=tuple(_remap_signature(sig, maps[sig.get("subgraph_index")]) for sig in signatures))
+    root = _drop_reduced_precision(root, subgraphs)
+    return TFLiteModel(root=root, trailing=model.trailing, shared=model.shared), widened, removed_ops, len(dropped), kept
+
+
+def _tensor_map(count: int, edit: _SubgraphEdit) -> Dict[int, int]:
+    """Old tensor index -> new index (aliased tensors map to their constant's new index)."""
+    new: Dict[int, int] = {}
+    position = 0
+    for t in range(count):
+        if t in edit.removed_tensors:
+            continue
+        new[t] = position
+        position += 1
+    for removed, constant in edit.alias.items():
+        new[removed] = new[constant]
+    return new
+
+
+def _edit_subgraph(subgraph: Table, edit: _SubgraphEdit, buffers: Mapping[int, int]) -> Table:
+    if not edit.widened:
+        return subgraph
+    tensors = subgraph.tables("tensors")
+    mapping = _tensor_map(len(tensors), edit)
+
+    def remap(indices: List[int]) -> Tuple[int, ...]:
+        return tuple(i if i < 0 else mapping[i] for i in indices)
+
+    new_tensors = []
+    for t, tensor in enumerate(tensors):
+        if t in edit.removed_tensors:
+            continue
+        if t in edit.widened:
+            tensor = tensor.replace(type=FLOAT32, buffer=buffers[t])
+        new_tensors.append(tensor)
+    operators = []
+    for o, op in enumerate(subgraph.tables("operators")):
+        if o in edit.removed_operators:
+            continue
+        outputs = op.ints("outputs")
+        if o in edit.densify_output:
+            outputs = [edit.densify_output[o]]
+        changes: Dict[str, Any] = {"inputs": remap(op.ints("inputs")), "outputs": remap(outputs)}
+        if op.has("intermediates"):
+            changes["intermediates"] = remap(op.ints("intermediates"))
+        operators.append(op.replace(**changes))
+    return subgraph.replace(
+        tensors=tuple(new_tensors), operators=tuple(operators),
+        inputs=remap(subgraph.ints("inputs")), outputs=remap(subgraph.ints("outputs")),
+    )
+
+
+def _remap_signature(signature: Table, mapping: Dict[int, int]) -> Table:
+    changes = {}
+    for name in ("inputs", "outputs"):
+        entries = signature.tables(name)
+        if entries:
+            changes[name] = tuple(e.replace(tensor_index=mapping.get(e.get("tensor_index"), e.get("tensor_index"))) for e in entries)
+    return signature.replace(**changes) if changes else signature
+
+
+def _drop_reduced_precision(root: Table, subgraphs: List[Table]) -> Table:
+    """Without any FLOAT16 constant left, the model no longer declares float16 precision support."""
+    if any(t.get("type") == FLOAT16 for sg in subgraphs for t in sg.tables("tensors")):
+        return root
+    metadata = root.tables("metadata")
+    kept = tuple(m for m in metadata if m.get("name") != REDUCED_PRECISION_KEY)
+    if len(kept) == len(metadata):
+        return root
+    return root.replace(metadata=kept if kept else None)
+
+
+def widen(path_in: PathLike, path_out: Optional[PathLike], *, layout: str = "auto") -> WidenReport:
+    """Write the float32 version of the float16 model ``path_in`` to ``path_out`` (``None``: a dry run).
+
+    When there is nothing to widen, the output gets the input's bytes.
+
+    >>> print(widen("model_fp16.tflite", "model_fp32.tflite").summary())   # doctest: +SKIP
+    6 tensors widened to float32, 6 DEQUANTIZE ops removed; 6,220 -> 8,712 bytes
+    """
+    start = time.perf_counter()
+    path_in = _existing(path_in)
+    target = check_output(path_out) if path_out is not None else None
+    before = _identity(path_in)
+    with _quiet_gc(), open_model(path_in) as model:
+        widened_model, widened, removed, codes_removed, kept = widen_model(model)
+        size_after: Optional[int] = None
+        chosen = None
+        if target is not None:
+            def unchanged_input(temporary: str) -> None:
+                from .errors import InputChangedError
+
+                if _identity(path_in, missing_ok=True) != before:
+                    raise InputChangedError(f"{quote(os.fspath(path_in))} changed while it was being read; no output written")
+
+            if not widened:
+                size_after = before[0] if os.path.abspath(target.final) == os.path.abspath(path_in) else copy_file(path_in, target, unchanged_input)
+            else:
+                written = write_model(widened_model, target, layout=layout, before_commit=unchanged_input)
+                size_after, chosen = written.size, written.layout
+    return WidenReport(os.fspath(path_in), os.fspath(path_out) if path_out is not None else None, before[0], size_after,
+                       tuple(widened), removed, codes_removed, tuple(kept), chosen, time.perf_counter() - start)
+
+
+def widen_bytes(data: Union[bytes, bytearray, memoryview], *, layout: str = "auto") -> Tuple[bytes, WidenReport]:
+    """:func:`widen` for a model held in memory."""
+    start = time.perf_counter()
+    view = memoryview(data).cast("B")
+    with _quiet_gc():
+        widened_model, widened, removed, codes_removed, kept = widen_model(parse_model(view))
+        output, chosen = (serialize(widened_model, layout) if widened else (bytes(view), None))
+    return output, WidenReport("<bytes>", "<bytes>", len(view), len(output), tuple(widened), removed, codes_removed,
+                               tuple(kept), chosen, time.perf_counter() - start)
+

@@ -37,7 +37,7 @@ def test_every_quoted_command_prints_what_the_readme_shows(tmp_path: Path) -> No
     assert len(commands) >= 2
     for command, shown in commands:
         args = shlex.split(command)[1:]
-        args = [str(tmp_path / a) if a.endswith("out.tflite") else a for a in args]
+        args = [str(tmp_path / a) if a.endswith("out.tflite") or a.endswith("_fp16") else a for a in args]
         result = subprocess.run([sys.executable, "-m", "tflite_fp16", *args], capture_output=True, text=True, cwd=ROOT)
         assert result.returncode == 0, (command, result.stderr)
         actual = result.stdout.splitlines()

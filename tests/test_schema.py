@@ -71,3 +71,32 @@ def test_snake_case_spelling_of_schema_fbs() -> None:
     assert snake("builtinOptions2Type") == "builtin_options_2_type"
     assert snake("largeCustomOptionsOffset") == "large_custom_options_offset"
     assert snake("opcodeIndex") == "opcode_index"
+
+
+def test_conversion_metadata_record_reads_what_tensorflow_wrote() -> None:
+    """Every corpus model carries TensorFlow 2.21's CONVERSION_METADATA: the record reads it whole
+    (no field of an unknown slot), with the values TensorFlow writes."""
+    from tflite_fp16.reader import parse_table, read_model
+    from tflite_fp16.schema import CONVERSION_SCHEMA
+    from tflite_fp16.writer import serialize_table
+
+    modes = set(CONVERSION_SCHEMA.enums["ModelOptimizationMode"].values())
+    seen = 0
+    for path in sorted((ROOT / "tests" / "data").glob("*.tflite")):
+        model = read_model(path)
+        for entry in model.root.tables("metadata"):
+            if entry.get("name") != b"CONVERSION_METADATA":
+                continue
+            raw = model.buffer_data(entry.get("buffer")).tobytes()
+            table = parse_table(raw, CONVERSION_SCHEMA)
+            environment = table.fields["environment"]
+            assert environment.fields["tensorflow_version"] == b"2.21.0"
+            assert environment.get("model_hash") > 0 and environment.get("model_type") in CONVERSION_SCHEMA.enums["ModelType"].values()
+            assert set(table.fields["options"].ints("model_optimization_modes")) <= modes
+            expected = {1001} if ".tf_fp16." in path.name else (set() if ".fp32." in path.name else None)
+            if expected is not None:
+                assert set(table.fields["options"].ints("model_optimization_modes")) == expected, path.name
+            again = parse_table(serialize_table(table), CONVERSION_SCHEMA)
+            assert again.fields["environment"].fields == environment.fields
+            seen += 1
+    assert seen >= 20

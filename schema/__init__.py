@@ -1,6 +1,7 @@
 """The TFLite schema revision tflite-fp16 supports, loaded from ``tflite_schema.json``.
 
-``schema/generate.py`` writes the record from the installed ``tflite`` package;
+``schema/generate.py`` writes the record from the generated schema code of the
+``tflite`` and ``ai_edge_litert`` packages (their union: LiteRT's newest schema);
 this module turns it into lookup tables for the reader and the writer.
 """
 
@@ -56,7 +57,7 @@ class TableSpec:
 class Schema:
     """The whole record: tables, union members and the enums the tool uses."""
 
-    tflite_version: str
+    source: str  # what the record was made from, for messages: "tflite 2.18.0, ai-edge-litert 2.3.0"
     file_identifier: bytes
     root_table: str
     tables: Mapping[str, TableSpec]
@@ -77,7 +78,7 @@ def _load(path: Path) -> Schema:
             by_name={f.name: f for f in fields},
         )
     return Schema(
-        tflite_version=raw.get("tflite_package_version", ""),
+        source=", ".join(f"{name} {version}" for name, version in raw["packages"].items()) if "packages" in raw else raw["source"],
         file_identifier=raw["file_identifier"].encode("ascii"),
         root_table=raw["root_table"],
         tables=tables,

@@ -7,8 +7,10 @@ for scalars, the type and the default. The reader checks each table it parses
 against this record, so that a field written by a newer schema is detected
 (and the model refused) instead of being dropped on the way through.
 
-The record is derived from the flatc-generated Python code of the installed
-``tflite`` package, read as source text (the package is not imported):
+The record is the union of the flatc-generated Python schema code of the installed
+``tflite`` package (one module per table) and of ``ai_edge_litert``
+(``schema_py_generated.py``, LiteRT's newest schema), read as source text (neither
+package is imported). Where both define a table, they must agree field by field.
 
     python schema/generate.py            # rewrite the record
     python schema/generate.py --check    # exit 1 if the record is out of date
@@ -24,7 +26,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 RECORD = Path(__file__).resolve().with_name("tflite_schema.json")
 CONVERSION_RECORD = Path(__file__).resolve().with_name("conversion_metadata.json")
@@ -103,24 +105,39 @@ def snake_case(name: str) -> str:
     return name.lower()
 
 
-def _package_dir() -> Path:
-    spec = importlib.util.find_spec("tflite")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("the 'tflite' package is not installed: pip install tflite")
-    return Path(list(spec.submodule_search_locations)[0])
+def _package_sources() -> List[Tuple[str, str, List[str]]]:
+    """(distribution, version, module sources) of each package whose generated schema code is read.
+
+    The ``tflite`` package carries one module per table or enum; ``ai_edge_litert`` one module,
+    ``schema_py_generated.py``, with everything (and LiteRT's newest schema). Both are required:
+    the record is their union, so that neither knows a field the record lacks.
+    """
+    found = []
+    for distribution, package, pattern in (("tflite", "tflite", "*.py"), ("ai-edge-litert", "ai_edge_litert", "schema_py_generated.py")):
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise SystemExit(f"the {distribution!r} package is not installed: pip install {distribution}")
+        directory = Path(list(spec.submodule_search_locations)[0])
+        sources = [p.read_text() for p in sorted(directory.glob(pattern)) if p.name != "__init__.py"]
+        if not sources:
+            raise SystemExit(f"{directory} has no generated schema module {pattern}")
+        found.append((distribution, importlib.metadata.version(distribution), sources))
+    return found
 
 
 def _accessor_kind(body: str, table: str, field: str) -> Dict[str, Any]:
     """Classify an offset field from the source of its accessor method."""
-    imported = re.search(r"from tflite\.(\w+) import", body)
+    # The tflite package imports the table class of a table field; the single-module code of
+    # ai_edge_litert names it directly (``obj = QuantizationParameters()``).
+    referenced = re.search(r"from tflite\.(\w+) import", body) or re.search(r"obj = (\w+)\(\)", body)
     if "self._tab.Union(" in body:
         union = UNION_FIELDS.get((table, field))
         if union is None:
             raise SystemExit(f"{table}.{field} is a union this script does not know: add it to UNION_FIELDS")
         return {"kind": "union", "union": union}
     if "self._tab.Vector(o)" in body:
-        if "self._tab.Indirect(x)" in body and imported:
-            return {"kind": "vector_table", "table": imported.group(1)}
+        if "self._tab.Indirect(x)" in body and referenced:
+            return {"kind": "vector_table", "table": referenced.group(1)}
         if "self._tab.String(a" in body:
             return {"kind": "vector_string"}
         flags = re.search(r"number_types\.(\w+Flags), a \+", body)
@@ -129,68 +146,102 @@ def _accessor_kind(body: str, table: str, field: str) -> Dict[str, Any]:
         raise SystemExit(f"cannot classify vector field {table}.{field}")
     if "self._tab.String(o" in body:
         return {"kind": "string"}
-    if "self._tab.Indirect(o" in body and imported:
-        return {"kind": "table", "table": imported.group(1)}
+    if "self._tab.Indirect(o" in body and referenced:
+        return {"kind": "table", "table": referenced.group(1)}
     raise SystemExit(f"cannot classify field {table}.{field}")
 
 
-def _parse_module(path: Path) -> Optional[Dict[str, Any]]:
-    source = path.read_text()
+# The body of ``{Table}Add{Field}(builder, x)``: the slot of the field, its kind and its default.
+_ADDER = re.compile(r"def \w+\(builder, (\w+)\):\s+builder\.Prepend(\w+?)Slot\((\d+), .+, ([^,()]+)\)")
+
+
+def _parse_source(source: str) -> Tuple[Dict[str, Any], Dict[str, Dict[str, int]]]:
+    """The tables and enums of one flatc-generated Python module (one class or many)."""
     tree = ast.parse(source)
-    classes = [n for n in tree.body if isinstance(n, ast.ClassDef)]
-    if len(classes) != 1:
-        return None
-    cls = classes[0]
-    name = cls.name
-    start = re.search(r"builder\.StartObject\((\d+)\)", source)
-    if start is None:
-        # An enum (or union enum): a class of integer constants.
-        values = {}
-        for stmt in cls.body:
-            if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Constant):
-                values[stmt.targets[0].id] = stmt.value.value  # type: ignore[attr-defined]
-        return {"enum": name, "values": values}
-    accessors = {
-        f.name: ast.get_source_segment(source, f) or ""
-        for f in cls.body if isinstance(f, ast.FunctionDef)
-    }
-    fields: List[Dict[str, Any]] = []
-    adder = re.compile(
-        rf"^def {name}Add(\w+)\(builder, (\w+)\):\n\s+builder\.Prepend(\w+?)Slot\((\d+), (?:.+), ([^,()]+)\)$",
-        re.M,
-    )
-    for method, param, slot_kind, slot, default in adder.findall(source):
-        field = snake_case(param)
-        entry: Dict[str, Any] = {"name": field, "slot": int(slot)}
-        if slot_kind == "UOffsetTRelative":
-            entry.update(_accessor_kind(accessors[method], name, field))
-        else:
-            entry["kind"] = "scalar"
-            entry["type"] = _SCALAR_OF_SLOT[slot_kind]
-            entry["default"] = ast.literal_eval(default)
-        fields.append(entry)
-    for extra in DEPRECATED_FIELDS.get(name, []):
-        if any(f["slot"] == extra["slot"] for f in fields):
-            raise SystemExit(f"{name} slot {extra['slot']} is no longer deprecated: update DEPRECATED_FIELDS")
-        fields.append(dict(extra, deprecated=True))
-    fields.sort(key=lambda f: f["slot"])
-    return {"table": name, "slots": int(start.group(1)), "fields": fields}
+    lines = source.splitlines()
+
+    def text(node: ast.AST) -> str:  # ast.get_source_segment splits the whole source on every call
+        return "\n".join(lines[node.lineno - 1 : node.end_lineno])  # type: ignore[attr-defined]
+
+    # Module-level functions by name: ``TensorStart(builder)``, ``TensorAddShape(builder, shape)``, ...
+    functions = {f.name: text(f) for f in tree.body if isinstance(f, ast.FunctionDef)}
+    tables: Dict[str, Any] = {}
+    enums: Dict[str, Dict[str, int]] = {}
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        name = cls.name
+        methods = {f.name: text(f) for f in cls.body if isinstance(f, ast.FunctionDef)}
+        if not methods:
+            # An enum (or union enum): a class of integer constants.
+            enums[name] = {
+                stmt.targets[0].id: stmt.value.value  # type: ignore[attr-defined]
+                for stmt in cls.body
+                if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Constant)
+            }
+            continue
+        if "GetRootAs" not in methods and f"GetRootAs{name}" not in methods:
+            continue  # the object API class (``TensorT``) of a table
+        start = re.fullmatch(r"def \w+\(builder\):\s+builder\.StartObject\((\d+)\)", functions.get(f"{name}Start", ""))
+        if start is None:
+            raise SystemExit(f"table {name} has no {name}Start function")
+        fields: List[Dict[str, Any]] = []
+        for method in methods:
+            adder = _ADDER.fullmatch(functions.get(f"{name}Add{method}", ""))
+            if adder is None:
+                continue  # not a field (Init, ShapeLength, ...)
+            param, slot_kind, slot, default = adder.groups()
+            field = snake_case(param)
+            entry: Dict[str, Any] = {"name": field, "slot": int(slot)}
+            if slot_kind == "UOffsetTRelative":
+                entry.update(_accessor_kind(methods[method], name, field))
+            else:
+                entry["kind"] = "scalar"
+                entry["type"] = _SCALAR_OF_SLOT[slot_kind]
+                entry["default"] = ast.literal_eval(default)
+            fields.append(entry)
+        for extra in DEPRECATED_FIELDS.get(name, []):
+            if any(f["slot"] == extra["slot"] for f in fields):
+                raise SystemExit(f"{name} slot {extra['slot']} is no longer deprecated: update DEPRECATED_FIELDS")
+            fields.append(dict(extra, deprecated=True))
+        fields.sort(key=lambda f: f["slot"])
+        tables[name] = {"slots": int(start.group(1)), "fields": fields}
+    return tables, enums
+
+
+def _merge_table(name: str, ours: Dict[str, Any], theirs: Dict[str, Any]) -> Dict[str, Any]:
+    """One table as two packages define it: the same fields where both have them, the union of the rest."""
+    by_slot = {f["slot"]: f for f in ours["fields"]}
+    for field in theirs["fields"]:
+        known = by_slot.get(field["slot"])
+        if known is None:
+            by_slot[field["slot"]] = field
+        elif known != field:
+            raise SystemExit(f"the packages disagree on {name} slot {field['slot']}: {known} vs {field}")
+    return {"slots": max(ours["slots"], theirs["slots"]), "fields": [by_slot[s] for s in sorted(by_slot)]}
+
+
+def _merge_enum(name: str, ours: Dict[str, int], theirs: Dict[str, int]) -> Dict[str, int]:
+    merged = dict(ours)
+    for key, value in theirs.items():
+        if merged.setdefault(key, value) != value:
+            raise SystemExit(f"the packages disagree on {name}.{key}: {merged[key]} vs {value}")
+    if len(set(merged.values())) != len(merged):
+        raise SystemExit(f"the packages give {name} one value under two names: {merged}")
+    return merged
 
 
 def build_record() -> Dict[str, Any]:
-    """The schema record of the installed ``tflite`` package."""
+    """The schema record: the union of the schemas of the installed ``tflite`` and ``ai_edge_litert``."""
     tables: Dict[str, Any] = {}
     enums: Dict[str, Dict[str, int]] = {}
-    for path in sorted(_package_dir().glob("*.py")):
-        if path.name == "__init__.py":
-            continue
-        parsed = _parse_module(path)
-        if parsed is None:
-            continue
-        if "table" in parsed:
-            tables[parsed["table"]] = {"slots": parsed["slots"], "fields": parsed["fields"]}
-        else:
-            enums[parsed["enum"]] = parsed["values"]
+    versions = {}
+    for distribution, version, sources in _package_sources():
+        versions[distribution] = version
+        for source in sources:
+            found_tables, found_enums = _parse_source(source)
+            for name, table in found_tables.items():
+                tables[name] = _merge_table(name, tables[name], table) if name in tables else table
+            for name, values in found_enums.items():
+                enums[name] = _merge_enum(name, enums[name], values) if name in enums else values
     unions = {}
     for union in sorted(set(UNION_FIELDS.values())):
         members = {str(v): k for k, v in enums[union].items() if v != 0}
@@ -199,10 +250,10 @@ def build_record() -> Dict[str, Any]:
             raise SystemExit(f"union {union} names tables that were not found: {missing}")
         unions[union] = members
     return {
-        "tflite_package_version": importlib.metadata.version("tflite"),
+        "packages": versions,
         "file_identifier": "TFL3",
         "root_table": "Model",
-        "tables": tables,
+        "tables": dict(sorted(tables.items())),
         "unions": unions,
         "enums": {name: enums[name] for name in ENUMS},
     }
@@ -223,8 +274,12 @@ def build_conversion_record() -> Dict[str, Any]:
                 entry["default"] = default
             entries.append(entry)
         tables[name] = {"slots": len(fields), "fields": entries}
-    return {"source": "conversion_metadata.fbs (with Environment.model_hash)", "file_identifier": "",
+    return {"source": "conversion_metadata.fbs", "file_identifier": "",
             "root_table": "ConversionMetadata", "tables": tables, "unions": {}, "enums": CONVERSION_METADATA_ENUMS}
+
+
+def _schema_part(record: Dict[str, Any]) -> Dict[str, Any]:
+    return {key: value for key, value in record.items() if key != "packages"}
 
 
 def render(record: Dict[str, Any]) -> str:
@@ -239,7 +294,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     for path, record in ((RECORD, build_record()), (CONVERSION_RECORD, build_conversion_record())):
         text = render(record)
         if args.check:
-            if not path.exists() or path.read_text() != text:
+            # The schema must match; the package versions it was read from may move on without it.
+            stored = json.loads(path.read_text()) if path.exists() else {}
+            if _schema_part(stored) != _schema_part(json.loads(text)):
                 print(f"{path} is out of date: run python schema/generate.py", file=sys.stderr)
                 outdated = 1
             continue

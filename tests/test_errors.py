@@ -95,18 +95,18 @@ def test_float_data_size_does_not_match_shape(tmp_path: Path) -> None:
 
 def test_unknown_tensor_field_is_refused_by_name(tmp_path: Path) -> None:
     model = tb.add_model()
-    model.subgraphs[0].tensors[1].extra_slot = (10, 7)  # e.g. Tensor.external_buffer of schema 3d
-    expect_failure(tmp_path, tb.build(model), UnsupportedModelError, r"Tensor .*slot 10")
+    model.subgraphs[0].tensors[1].extra_slot = (11, 7)  # the first slot after Tensor.external_buffer (schema 3d)
+    expect_failure(tmp_path, tb.build(model), UnsupportedModelError, r"Tensor \(Model.subgraphs.tensors\) has a field in vtable slot 11 .* newer schema")
 
 
 def test_unknown_model_field_is_refused_by_name(tmp_path: Path) -> None:
-    expect_failure(tmp_path, tb.build(_model(model_extra_slot=(8, 1))), UnsupportedModelError, r"Model .*slot 8")
+    expect_failure(tmp_path, tb.build(_model(model_extra_slot=(10, 1))), UnsupportedModelError, r"Model .*slot 10")
 
 
 def test_unknown_field_with_default_value_is_not_present(tmp_path: Path) -> None:
     # A vtable may be longer than the schema's as long as the extra slots are empty.
     model = tb.add_model()
-    model.subgraphs[0].tensors[1].extra_slot = (10, 0)  # 0 == default: the builder omits it
+    model.subgraphs[0].tensors[1].extra_slot = (11, 0)  # 0 == default: the builder omits it
     source = tmp_path / "in.tflite"
     source.write_bytes(tb.build(model))
     assert rewrite(source, tmp_path / "out.tflite").tensors_converted == 1

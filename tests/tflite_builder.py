@@ -161,7 +161,7 @@ def _tensor(builder: flatbuffers.Builder, tensor: Tensor) -> int:
         builder.PrependUOffsetTRelativeSlot(0, order, 0)
         builder.PrependUOffsetTRelativeSlot(2, dim_metadata, 0)
         sparsity = builder.EndObject()
-    builder.StartObject(11 if tensor.extra_slot else 10)
+    builder.StartObject(max(10, tensor.extra_slot[0] + 1) if tensor.extra_slot else 10)
     builder.PrependUOffsetTRelativeSlot(0, shape, 0)
     builder.PrependInt8Slot(1, tensor.type, 0)
     builder.PrependUint32Slot(2, tensor.buffer, 0)
@@ -280,7 +280,7 @@ def build(model: Model) -> bytes:
     signatures = _table_vector(builder, signature_offsets) if model.signatures else None
     description = builder.CreateString(model.description)
     metadata_buffer = _int_vector(builder, model.metadata_buffer) if model.metadata_buffer else None
-    builder.StartObject(9 if model.model_extra_slot else 8)
+    builder.StartObject(max(8, model.model_extra_slot[0] + 1) if model.model_extra_slot else 8)
     builder.PrependUint32Slot(0, 3, 0)
     builder.PrependUOffsetTRelativeSlot(1, codes, 0)
     builder.PrependUOffsetTRelativeSlot(2, subgraphs, 0)

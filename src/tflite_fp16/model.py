@@ -26,7 +26,7 @@ import numpy as np
 
 from .schema import SCHEMA, TABLES
 
-__all__ = ["Table", "TFLiteModel", "TENSOR_TYPES", "BUILTIN_OPS", "op_of"]
+__all__ = ["Table", "TFLiteModel", "TENSOR_TYPES", "BUILTIN_OPS", "op_of", "detail_references"]
 
 TENSOR_TYPES: Mapping[str, int] = SCHEMA.enums["TensorType"]
 BUILTIN_OPS: Mapping[str, int] = SCHEMA.enums["BuiltinOperator"]
@@ -147,3 +147,19 @@ def op_of(operator_code: Table) -> int:
     operators above 127. The larger of the two is the operator in both cases.
     """
     return max(int(operator_code.get("builtin_code")), int(operator_code.get("deprecated_builtin_code")))
+
+
+# Quantization details that name other tensors of the subgraph by index (schema 3d).
+TENSOR_INDEX_DETAILS = ("BlockwiseQuantization", "MultiAxisQuantization")
+
+
+def detail_references(tensor: Table) -> Tuple[Tuple[str, int], ...]:
+    """(field, tensor index) of each tensor that ``tensor``'s blockwise or multi-axis quantization
+    names (its scales and zero points; a zero point of -1 names none)."""
+    quantization = tensor.fields.get("quantization")
+    if quantization is None:
+        return ()
+    details = quantization.fields.get("details")
+    if details is None or details.name not in TENSOR_INDEX_DETAILS:
+        return ()
+    return tuple((name, details.get(name)) for name in ("scales", "zero_points") if details.get(name) != -1)

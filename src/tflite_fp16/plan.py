@@ -9,6 +9,10 @@ float32, with a stable reason code (:data:`REASONS`), when it is
   type is part of the subgraph's interface,
 * a variable (``variable``) or written by an operator (``written_by_operator``),
 * read by no operator (``unread``),
+* the scales or zero points of another tensor's blockwise or multi-axis
+  quantization (``quantization_detail``): kernels read it by its index, as it is,
+* stored outside the file (``external``: ``Tensor.external_buffer`` names an
+  external buffer, schema 3d): its bytes are not there to convert,
 * excluded by the options (``keep_pattern``, ``skip_op``, ``min_elements``),
 * read by a custom operator (``custom_operator``): its kernel may require a
   constant input, which a DEQUANTIZE output is not,
@@ -40,7 +44,7 @@ import numpy as np
 
 from .cast import FLOAT16_MAX, FLOAT16_MIN_NORMAL, CastStats, ValueStats, cast_statistics, value_stats
 from .errors import InvalidModelError, LossyModelError
-from .model import BUILTIN_OPS, DENSIFY, DEQUANTIZE, FLOAT32, TENSOR_TYPES, Table, TFLiteModel, op_of
+from .model import BUILTIN_OPS, DENSIFY, DEQUANTIZE, FLOAT32, TENSOR_TYPES, Table, TFLiteModel, detail_references, op_of
 from .options import Options
 from .text import quote
 
@@ -54,7 +58,7 @@ MIN_RUNTIME_VERSION = "1.15.0"  # the first runtime with float16 DEQUANTIZE
 MIN_RUNTIME_VERSION_KEY = b"min_runtime_version"
 OP_NAMES = {v: k for k, v in BUILTIN_OPS.items()}
 TYPE_NAMES = {v: k for k, v in TENSOR_TYPES.items()}
-_QUANTIZED_WEIGHT_TYPES = {TENSOR_TYPES[t] for t in ("INT8", "UINT8", "INT4") if t in TENSOR_TYPES}
+_QUANTIZED_WEIGHT_TYPES = {TENSOR_TYPES[t] for t in ("INT8", "UINT8", "INT4", "UINT4", "INT2") if t in TENSOR_TYPES}
 _CUSTOM = BUILTIN_OPS["CUSTOM"]
 
 #: Why a FLOAT32 constant stays float32: stable codes (JSON ``kept[].reason``) and their meaning.
@@ -64,6 +68,8 @@ REASONS: Mapping[str, str] = {
     "variable": "a variable tensor (is_variable): the interpreter writes it",
     "written_by_operator": "an operator writes it",
     "unread": "no operator reads it",
+    "quantization_detail": "another tensor's blockwise or multi-axis quantization names it (its scales or zero points) by index",
+    "external": "its data lives in an external buffer (Tensor.external_buffer), not in the file",
     "keep_pattern": "its name matches a keep pattern",
     "skip_op": "an operator listed in skip_ops reads it",
     "min_elements": "it has fewer values than min_elements",
@@ -240,10 +246,16 @@ class _Subgraph:
                     self.readers[i].append(o)
             for i in op.ints("outputs"):
                 self.writer.setdefault(i, o)
-        # Constant int8/uint8/int4 tensors: weights that make an operator "hybrid".
+        # Constant int8/uint8/int4/uint4/int2 tensors (here or in an external buffer): weights that
+        # make an operator "hybrid".
         self.quantized = {
             t for t, tensor in enumerate(self.tensors)
-            if tensor.get("type") in _QUANTIZED_WEIGHT_TYPES and model.buffer_data(tensor.get("buffer")).size > 0
+            if tensor.get("type") in _QUANTIZED_WEIGHT_TYPES
+            and (tensor.get("external_buffer") or model.buffer_data(tensor.get("buffer")).size > 0)
+        }
+        # Tensors that a blockwise or multi-axis quantization names: tensor -> (field, the quantized tensor).
+        self.detail_refs: Dict[int, Tuple[str, int]] = {
+            index: (field, t) for t, tensor in enumerate(self.tensors) for field, index in detail_references(tensor)
         }
         self.inputs = set(subgraph.ints("inputs"))
         self.outputs = set(subgraph.ints("outputs"))
@@ -285,6 +297,10 @@ class _Subgraph:
             return "variable", "a variable tensor (is_variable): the interpreter writes it"
         if t in self.writer:
             return "written_by_operator", f"written by {self.label(self.writer[t])}"
+        if t in self.detail_refs:
+            field, owner = self.detail_refs[t]
+            kind = self.tensors[owner].fields["quantization"].fields["details"].name
+            return "quantization_detail", f"the {field} of tensor {owner}'s {kind}, which kernels read by index"
         if not self.readers.get(t):
             return "unread", "no operator reads it"
         options = self.options
@@ -357,18 +373,26 @@ def make_plan(model: TFLiteModel, options: Optional[Options] = None, executor: O
         for t, tensor in enumerate(subgraph.tensors):
             b = tensor.get("buffer")
             data = model.buffer_data(b)
-            if data.size == 0:
+            external = tensor.get("external_buffer")
+            if data.size == 0 and not external:
                 continue
             tensor_type = tensor.get("type")
             constants[TYPE_NAMES.get(tensor_type, f"type {tensor_type}")] += 1
             if tensor_type != FLOAT32:
-                type_name = TYPE_NAMES.get(tensor_type, f"type {tensor_type}")
-                kept_readers[b].append(f"{type_name} tensor {t} of subgraph {s}")
+                if data.size:
+                    type_name = TYPE_NAMES.get(tensor_type, f"type {tensor_type}")
+                    kept_readers[b].append(f"{type_name} tensor {t} of subgraph {s}")
                 continue
             name = _name(tensor.get("name"))
             if unused_patterns:
                 unused_patterns -= {p for p in unused_patterns if matches(name, p)}
             ref = TensorRef(s, t, name, tuple(tensor.ints("shape")))
+            if external:
+                elements = math.prod(max(0, d) for d in ref.shape)
+                kept.append(KeptTensor(ref, b, elements, "external", f"its data lives in external buffer {external}, outside the file"))
+                if data.size:
+                    kept_readers[b].append(f"float32 tensor {t} of subgraph {s}")
+                continue
             found = subgraph.keep_reason(t, name)
             if found is not None:
                 kept.append(KeptTensor(ref, b, data.size // 4, *found))

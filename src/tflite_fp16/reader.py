@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import InvalidModelError, UnsupportedModelError
-from .model import Table, TFLiteModel
+from .model import Table, TFLiteModel, detail_references
 from .schema import NUMPY_DTYPES, SCALAR_FORMATS, SCHEMA, FieldSpec, Schema, TableSpec
 
 __all__ = ["read_model", "open_model", "parse_model", "parse_table"]
@@ -157,7 +157,7 @@ class _Parser:
             if field is None:
                 raise UnsupportedModelError(
                     f"{spec.name} ({where}) has a field in vtable slot {slot} that the supported "
-                    f"TFLite schema (tflite package {self.schema.tflite_version}, {spec.slots} fields in "
+                    f"TFLite schema ({self.schema.source}; {spec.slots} fields in "
                     f"{spec.name}) does not define; the model was written with a newer schema. "
                     f"Refusing rather than dropping the field: update tflite-fp16."
                 )
@@ -231,7 +231,7 @@ class _Parser:
             if member is None:
                 raise UnsupportedModelError(
                     f"{spec.name}.{field.name} ({where}) has union type {member_type}, which the supported "
-                    f"TFLite schema (tflite package {self.schema.tflite_version}) does not define for {field.union}"
+                    f"TFLite schema ({self.schema.source}) does not define for {field.union}"
                 )
             target = self._uoffset(pos + offset, where)
             fields[field.name] = self.table(target, self.schema.tables[member], f"{where}.{field.name}")
@@ -494,11 +494,16 @@ def _external_data(root: Table, data: Any, size: int, flatbuffer_end: int) -> Tu
 
 
 # Options fields that name a subgraph (WHILE's body, IF's branches, CALL_ONCE, StableHLO regions, ...).
+# Scalars (``body_subgraph_index``) and vectors (STABLEHLO_CASE's ``branch_subgraph_indices``).
 _SUBGRAPH_FIELDS: Dict[str, Tuple[str, ...]] = {
     name: names
     for name, spec in SCHEMA.tables.items()
     if name.endswith("Options")
-    for names in [tuple(f.name for f in spec.fields if f.kind == "scalar" and (f.name.endswith("subgraph_index") or f.name == "subgraph"))]
+    for names in [tuple(
+        f.name for f in spec.fields
+        if (f.kind == "scalar" and (f.name.endswith("subgraph_index") or f.name == "subgraph"))
+        or (f.kind == "vector_scalar" and f.name.endswith("subgraph_indices"))
+    )]
     if names
 }
 
@@ -523,6 +528,12 @@ def _check_model(model: TFLiteModel) -> None:
                 raise InvalidModelError(
                     f"subgraph {s} tensor {t} refers to buffer {tensor.get('buffer')}, but the model has {n_buffers} buffers"
                 )
+            for field, index in detail_references(tensor):
+                if not 0 <= index < n_tensors:
+                    raise InvalidModelError(
+                        f"subgraph {s} tensor {t}: its quantization's {field} refers to tensor {index}, "
+                        f"but the subgraph has {n_tensors} tensors"
+                    )
         _check_tensor_indices(subgraph.ints("inputs"), n_tensors, f"subgraph {s} inputs", s, optional=False)
         _check_tensor_indices(subgraph.ints("outputs"), n_tensors, f"subgraph {s} outputs", s, optional=False)
         for o, operator in enumerate(subgraph.tables("operators")):
@@ -537,12 +548,13 @@ def _check_model(model: TFLiteModel) -> None:
                 if options is None:
                     continue
                 for field in _SUBGRAPH_FIELDS.get(options.name, ()):
-                    index = options.get(field)
-                    if not 0 <= index < n_subgraphs:
-                        raise InvalidModelError(
-                            f"subgraph {s} operator {o}: {options.name}.{field} refers to subgraph {index}, "
-                            f"but the model has {n_subgraphs}"
-                        )
+                    indices = options.ints(field) if field.endswith("indices") else [options.get(field)]
+                    for index in indices:
+                        if not 0 <= index < n_subgraphs:
+                            raise InvalidModelError(
+                                f"subgraph {s} operator {o}: {options.name}.{field} refers to subgraph {index}, "
+                                f"but the model has {n_subgraphs}"
+                            )
     for d, signature in enumerate(model.root.tables("signature_defs")):
         s = signature.get("subgraph_index")
         if s >= n_subgraphs:

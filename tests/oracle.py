@@ -1,7 +1,9 @@
-"""Check a rewrite against its input, reading both with the ``tflite`` package.
+"""Check a rewrite against its input, reading both with flatc's generated Python code of
+LiteRT's newest schema (``ai_edge_litert.schema_py_generated``, the same API as the ``tflite``
+package, plus schema 3d's fields).
 
 This is the test suite's independent account of the rules: it does not use
-tflite_fp16's reader, plan or writer, so a bug there cannot hide itself.
+tflite_fp16's reader, plan, writer or metadata code, so a bug there cannot hide itself.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import flatbuffers
 import numpy as np
-import tflite
+from ai_edge_litert import schema_py_generated as tflite
 
 FLOAT32, FLOAT16, DEQUANTIZE, DENSIFY, CUSTOM = 0, 1, 6, 124, 32
-QUANTIZED_WEIGHTS = {3, 9, 17}  # UINT8, INT8, INT4
+QUANTIZED_WEIGHTS = {3, 9, 17, 19, 20}  # UINT8, INT8, INT4, INT2, UINT4
+BLOCKWISE, MULTI_AXIS = 2, 3  # QuantizationDetails members that name tensors by index
 
 
 def dump(obj: Any, depth: int = 0) -> Any:
@@ -26,8 +29,10 @@ def dump(obj: Any, depth: int = 0) -> Any:
     out: Dict[str, Any] = {}
     names = [n for n in dir(obj) if n[0].isupper() and not n.startswith(("GetRootAs", "Init"))]
     for name in names:
-        if name.endswith(("Length", "IsNone", "AsNumpy", "BufferHasIdentifier")):
-            continue
+        if name.endswith("BufferHasIdentifier") or any(
+            name.endswith(suffix) and name[: -len(suffix)] in names for suffix in ("Length", "IsNone", "AsNumpy")
+        ):
+            continue  # flatc's helpers, not fields (ExternalBuffer.Length is a field)
         method = getattr(obj, name)
         if name + "Length" in names:
             if getattr(obj, name + "IsNone")():
@@ -138,10 +143,17 @@ def expected_conversions(model: Any, keep: Sequence[str] = (), min_elements: int
                 tensors[i].Type() == FLOAT32 for i in outs
             )
 
+        named = set()  # tensors a blockwise or multi-axis quantization names (scales, zero points)
+        for tensor in tensors:
+            q = tensor.Quantization()
+            if q is not None and q.DetailsType() in (BLOCKWISE, MULTI_AXIS):
+                details = (tflite.BlockwiseQuantization if q.DetailsType() == BLOCKWISE else tflite.MultiAxisQuantization)()
+                details.Init(q.Details().Bytes, q.Details().Pos)
+                named |= {details.Scales(), details.ZeroPoints()}
         for t, tensor in enumerate(tensors):
-            if tensor.Type() != FLOAT32 or not buffer_data(model, tensor.Buffer()):
+            if tensor.Type() != FLOAT32 or not buffer_data(model, tensor.Buffer()) or tensor.ExternalBuffer():
                 continue
-            if t in boundary or tensor.IsVariable() or t in written or t not in readers:
+            if t in boundary or tensor.IsVariable() or t in written or t not in readers or t in named:
                 continue
             name = (tensor.Name() or b"").decode("utf-8", "replace")
             if any(name_matches(name, pattern) for pattern in keep):
@@ -166,7 +178,7 @@ def expected_conversions(model: Any, keep: Sequence[str] = (), min_elements: int
     return result
 
 
-def check_rewrite(before: bytes, after: bytes, **options: Any) -> Set[Tuple[int, int]]:
+def check_rewrite(before: bytes, after: bytes, fp16_compute: bool = False, **options: Any) -> Set[Tuple[int, int]]:
     """Assert every rule of the rewrite (under ``options``, as :func:`expected_conversions`
     takes them); return the converted (subgraph, tensor) pairs."""
     a = tflite.Model.GetRootAs(before, 0)
@@ -204,19 +216,31 @@ def check_rewrite(before: bytes, after: bytes, **options: Any) -> Set[Tuple[int,
         else:
             assert i in added_codes, "an operator code was added but is not used"
 
-    # Metadata: same entries, same bytes, except min_runtime_version, raised to >= 1.15.0.
-    assert a.MetadataLength() == b.MetadataLength()
-    for m in range(a.MetadataLength()):
-        ma, mb = a.Metadata(m), b.Metadata(m)
-        assert ma.Name() == mb.Name()
-        da, db = buffer_data(a, ma.Buffer()), buffer_data(b, mb.Buffer())
-        if ma.Name() == b"min_runtime_version" and converted:
+    # Metadata: the same entries with the same bytes, except that min_runtime_version is raised to
+    # >= 1.15.0, reduced_precision_support says float16 (added before CONVERSION_METADATA when
+    # absent) and CONVERSION_METADATA records PTQ_FLOAT16 and the output's hash.
+    names_a = [a.Metadata(m).Name() for m in range(a.MetadataLength())]
+    names_b = [b.Metadata(m).Name() for m in range(b.MetadataLength())]
+    expected_names = list(names_a)
+    if REDUCED_PRECISION not in expected_names:
+        at = expected_names.index(CONVERSION_METADATA) if CONVERSION_METADATA in expected_names else len(expected_names)
+        expected_names.insert(at, REDUCED_PRECISION)
+    assert names_b == expected_names, (names_a, names_b)
+    for m, name in enumerate(names_b):
+        db = buffer_data(b, b.Metadata(m).Buffer())
+        if name == REDUCED_PRECISION:
+            assert db == (b"fp16accfp16" if fp16_compute else b"fp16accfp32"), db
+            continue
+        da = buffer_data(a, a.Metadata(names_a.index(name)).Buffer())
+        if name == b"min_runtime_version":
             old = _version(da)
             new = _version(db)
             assert new >= old and new >= (1, 15, 0), (old, new)
             assert len(db) >= 16 and (new == old or db.rstrip(b"\0") == b"1.15.0")
+        elif name == CONVERSION_METADATA:
+            check_conversion_metadata(da, db, after)
         else:
-            assert da == db, ma.Name()
+            assert da == db, name
 
     # Alignment: every non-empty buffer's data starts 16-byte aligned.
     for i in range(b.BuffersLength()):
@@ -224,6 +248,98 @@ def check_rewrite(before: bytes, after: bytes, **options: Any) -> Set[Tuple[int,
         if offset is not None and buffer_data(b, i):
             assert offset % 16 == 0, (i, offset)
     return converted
+
+
+REDUCED_PRECISION = b"reduced_precision_support"
+CONVERSION_METADATA = b"CONVERSION_METADATA"
+PTQ_FLOAT16 = 1001
+_MASK = (1 << 64) - 1
+
+
+def tensorflow_model_hash(content: bytes) -> int:
+    """TensorFlow's ``util.get_model_hash`` of a model file: written after its source
+    (tflite/python/util.py), with NumPy's uint64 arithmetic, on the file read through the
+    generated object API as TensorFlow reads it."""
+    model = tflite.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    constant = np.uint64(0x9E3779B97F4A7800)
+
+    def update(value: np.uint64, item: Any) -> np.uint64:
+        with np.errstate(over="ignore"):
+            item = np.int64(item).astype(np.uint64)  # a negative int32 wraps, as np.uint64(np.int32(-1)) does
+            return np.bitwise_xor(value, item + constant + np.left_shift(value, np.uint64(10)) + np.right_shift(value, np.uint64(4)))
+
+    value = np.uint64(0)
+    for subgraph in model.subgraphs or []:
+        if subgraph.operators is not None:
+            value = update(value, len(subgraph.operators))
+            for operator in subgraph.operators:
+                for items in (operator.inputs, operator.outputs):
+                    for item in (items if items is not None else []):
+                        value = update(value, item)
+        if subgraph.tensors is not None:
+            value = update(value, len(subgraph.tensors))
+            for tensor in subgraph.tensors:
+                data = model.buffers[tensor.buffer].data
+                if data is not None:
+                    value = update(value, len(data))
+                for item in (tensor.shape if tensor.shape is not None else []):
+                    value = update(value, item)
+        for items in (subgraph.inputs, subgraph.outputs):
+            if items is not None:
+                value = update(value, len(items))
+    return int(value)
+
+
+def read_conversion_metadata(raw: bytes) -> Dict[str, Any]:
+    """The fields of a CONVERSION_METADATA flatbuffer (conversion_metadata.fbs), decoded with the
+    flatbuffers runtime alone, by vtable slot."""
+    root = flatbuffers.table.Table(bytearray(raw), flatbuffers.encode.Get(flatbuffers.packer.uoffset, bytearray(raw), 0))
+
+    def sub(table: Any, slot: int) -> Any:
+        o = table.Offset(4 + 2 * slot)
+        return None if o == 0 else flatbuffers.table.Table(table.Bytes, table.Indirect(o + table.Pos))
+
+    def scalar(table: Any, slot: int, flags: Any) -> Any:
+        o = table.Offset(4 + 2 * slot)
+        return None if o == 0 else table.Get(flags, o + table.Pos)
+
+    n = flatbuffers.number_types
+    out: Dict[str, Any] = {}
+    environment = sub(root, 0)
+    if environment is not None:
+        o = environment.Offset(4)
+        out["tensorflow_version"] = None if o == 0 else environment.String(o + environment.Pos)
+        out["api_version"] = scalar(environment, 1, n.Uint32Flags)
+        out["model_type"] = scalar(environment, 2, n.Int32Flags)
+        out["model_hash"] = scalar(environment, 3, n.Uint64Flags)
+    options = sub(root, 1)
+    if options is not None:
+        o = options.Offset(4)
+        out["modes"] = None if o == 0 else options.GetVectorAsNumpy(n.Int32Flags, o).tolist()
+        for slot, name in ((1, "allow_custom_ops"), (2, "enable_select_tf_ops"), (3, "force_select_tf_ops")):
+            out[name] = scalar(options, slot, n.BoolFlags)
+        o = options.Offset(12)
+        blocks = []
+        if o:
+            vector = options.Vector(o)
+            for j in range(options.VectorLen(o)):
+                block = flatbuffers.table.Table(options.Bytes, options.Indirect(vector + 4 * j))
+                ob = block.Offset(4)
+                blocks.append(None if ob == 0 else block.GetVectorAsNumpy(n.Uint32Flags, ob).tolist())
+        out["sparsity_block_sizes"] = blocks if o else None
+    return out
+
+
+def check_conversion_metadata(before: bytes, after: bytes, model_after: bytes) -> None:
+    """CONVERSION_METADATA after a float16 rewrite: every field kept, PTQ_FLOAT16 among the modes
+    once, and the hash TensorFlow's function gives for the output file."""
+    a, b = read_conversion_metadata(before), read_conversion_metadata(after)
+    modes = list(a.get("modes") or [])
+    assert b.pop("modes") == (modes if PTQ_FLOAT16 in modes else modes + [PTQ_FLOAT16])
+    a.pop("modes", None)
+    assert b.pop("model_hash") == tensorflow_model_hash(model_after)
+    a.pop("model_hash", None)
+    assert a == b
 
 
 def _version(raw: bytes) -> Tuple[int, ...]:

@@ -22,8 +22,8 @@ CONVERTED_FIELDS = {"subgraph", "tensor", "name", "shape", "elements", "saturate
                     "max_abs_error", "rel_l2_error", "lossy"}
 KEPT_FIELDS = {"subgraph", "tensor", "name", "shape", "elements", "reason", "detail"}
 TOP_FIELDS = {"tool", "version", "input", "output", "dry_run", "size_before", "size_after", "layout", "unchanged", "converted",
-              "kept", "kept_by_reason", "dequantize_ops_added", "min_runtime_version", "warnings", "options", "seconds", "verify",
-              "auto"}
+              "kept", "kept_by_reason", "dequantize_ops_added", "min_runtime_version", "metadata", "warnings", "options", "seconds",
+              "verify", "auto"}
 
 
 def run(*args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
@@ -40,6 +40,13 @@ def test_json_report_has_every_field_and_true_numbers(tmp_path: Path) -> None:
     assert data["size_before"] == source.stat().st_size and data["size_after"] == out.stat().st_size
     assert data["layout"] == "normal" and data["dry_run"] is False and data["unchanged"] is False
     assert data["min_runtime_version"] == {"before": "1.13.1", "after": "1.15.0"}
+    assert [(m["name"], m["action"], m["before"], m["after"]) for m in data["metadata"]] == [
+        ("min_runtime_version", "raised", "1.13.1", "1.15.0"),
+        ("reduced_precision_support", "added", None, "fp16accfp32"),
+        ("CONVERSION_METADATA", "updated", "model_optimization_modes []",
+         "model_optimization_modes [PTQ_FLOAT16], model_hash of the output"),
+    ]
+    assert data["options"]["fp16_compute"] is False
     assert data["verify"] is None and data["warnings"] == [] and data["seconds"] > 0
     model_in = tflite.Model.GetRootAs(source.read_bytes(), 0)
     model_out = tflite.Model.GetRootAs(out.read_bytes(), 0)
@@ -86,7 +93,11 @@ def test_verbosity(tmp_path: Path) -> None:
     quiet = run("-q", str(source), out)
     assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""
     verbose = run("-v", str(source), out).stdout.splitlines()
-    assert len(verbose) == 1 + 10 and all(line.startswith("  converted subgraph 0 tensor") for line in verbose[1:])
+    assert len(verbose) == 1 + 10 + 3 and all(line.startswith("  converted subgraph 0 tensor") for line in verbose[1:11])
+    assert verbose[11:] == ["  metadata min_runtime_version raised: 1.15.0 (was 1.6.0)",
+                            "  metadata reduced_precision_support added: fp16accfp32",
+                            "  metadata CONVERSION_METADATA updated: model_optimization_modes [PTQ_FLOAT16], model_hash of the output "
+                            "(was model_optimization_modes [])"]
     assert "max abs error" in verbose[1] and "rel L2" in verbose[1]
     assert run("-q", "-v", str(source), out).returncode == 2
 

@@ -247,7 +247,10 @@ def test_same_path_in_and_out(tmp_path: Path) -> None:
 def test_dry_run_writes_nothing_and_explains(tmp_path: Path) -> None:
     plan = plan_file(DATA / "lstm_seq.fp32.tflite")
     assert len(plan.tensors) == 26
-    assert "26 tensors" in plan.describe() and "min_runtime_version 1.13.1 -> 1.15.0" in plan.describe()
+    described = plan.describe()
+    assert "26 tensors" in described and "min_runtime_version: raised, 1.13.1 -> 1.15.0" in described
+    assert "reduced_precision_support: added, fp16accfp32" in described
+    assert "CONVERSION_METADATA: updated, model_optimization_modes [] -> model_optimization_modes [PTQ_FLOAT16]" in described
     assert "hybrid operator 0 (CONV_2D)" in plan_file(DATA / "int8_dynrange.int8.tflite").describe()
     report = rewrite(DATA / "lstm_seq.fp32.tflite", None)
     assert report.dry_run and report.size_after is None and not list(tmp_path.iterdir())
@@ -275,8 +278,8 @@ def test_golden_bytes(tmp_path: Path) -> None:
     assert hashlib.sha256(output).hexdigest() == GOLDEN_SHA256
 
 
-GOLDEN_SIZE = 768
-GOLDEN_SHA256 = "ff7bd228153d29021550d374e8d209ba1448bea0a86d0170371c157bb8d7caeb"
+GOLDEN_SIZE = 864  # 768 before the reduced_precision_support entry (96 bytes: entry, buffer, data)
+GOLDEN_SHA256 = "f551292b9474f7bcedd5d2a73424e8f539128288073b4b22ac4717d54b87515e"
 
 
 def test_counts_and_data_over_many_batches_of_small_buffers(tmp_path: Path) -> None:

@@ -70,11 +70,18 @@ def assert_round_trip(original: bytes, float16: bytes, widened: bytes, converted
         assert oracle.dump(sa)["Inputs"] == oracle.dump(sb)["Inputs"] and oracle.dump(sa)["Outputs"] == oracle.dump(sb)["Outputs"]
     assert [oracle.dump(a.SignatureDefs(i)) for i in range(a.SignatureDefsLength())] == [
         oracle.dump(b.SignatureDefs(i)) for i in range(b.SignatureDefsLength())]
+    # The metadata is M's again: reduced_precision_support gone, CONVERSION_METADATA without
+    # PTQ_FLOAT16 and with the hash of the widened file, which has M's structure, so M's hash.
     assert a.MetadataLength() == b.MetadataLength()
     for m in range(a.MetadataLength()):
-        assert a.Metadata(m).Name() == b.Metadata(m).Name()
-        if a.Metadata(m).Name() != b"min_runtime_version":
-            assert oracle.buffer_data(a, a.Metadata(m).Buffer()) == oracle.buffer_data(b, b.Metadata(m).Buffer())
+        name = a.Metadata(m).Name()
+        assert name == b.Metadata(m).Name()
+        data_a, data_b = oracle.buffer_data(a, a.Metadata(m).Buffer()), oracle.buffer_data(b, b.Metadata(m).Buffer())
+        if name == oracle.CONVERSION_METADATA:
+            assert oracle.read_conversion_metadata(data_b) == oracle.read_conversion_metadata(data_a)
+            assert oracle.read_conversion_metadata(data_b)["model_hash"] == oracle.tensorflow_model_hash(widened)
+        elif name != b"min_runtime_version":
+            assert data_a == data_b
     assert tflite.Model.GetRootAs(float16, 0).OperatorCodesLength() >= b.OperatorCodesLength()
 
 
@@ -130,6 +137,11 @@ def test_corpus_round_trip_and_tensorflows_float16_models(name: str, tmp_path: P
                 np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-6)
     if not left:
         assert b"reduced_precision_support" not in tf_back.read_bytes()
+        tf_model = tflite.Model.GetRootAs(tf_back.read_bytes(), 0)
+        entry = next(tf_model.Metadata(m) for m in range(tf_model.MetadataLength())
+                     if tf_model.Metadata(m).Name() == oracle.CONVERSION_METADATA)
+        recorded = oracle.read_conversion_metadata(oracle.buffer_data(tf_model, entry.Buffer()))
+        assert recorded["modes"] == [] and recorded["model_hash"] == oracle.tensorflow_model_hash(tf_back.read_bytes())
 
 
 def test_sparse_float16_densify_dequantize_goes_back(tmp_path: Path) -> None:

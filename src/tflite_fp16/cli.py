@@ -77,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     output.add_argument("--layout", choices=("auto", "normal", "offset"), default="auto",
                         help="where buffer data goes: inside the flatbuffer (normal, up to 2 GiB), after it (offset: "
                         "Buffer.offset/size, as TensorFlow writes large models), or normal whenever it fits (auto, the default)")
+    output.add_argument("--fp16-compute", action="store_true",
+                        help="declare the model fit for float16 arithmetic (reduced_precision_support = fp16accfp16, "
+                        "not TensorFlow's fp16accfp32): XNNPACK then computes in float16 on CPUs with native float16 "
+                        "(ARMv8.2+), faster and less precise")
     output.add_argument("-v", "--verbose", action="store_true", help="one line per converted and per kept tensor")
     output.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     output.add_argument("--json", metavar="FILE", help="write the report as JSON to FILE ('-': stdout, and nothing else there); "
@@ -116,7 +120,7 @@ def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Optio
         return Options(
             keep=args.keep, skip_ops=args.skip_op, min_elements=args.min_elements,
             custom_op_inputs=args.convert_custom_op_inputs, lossy=args.lossy, max_cast_error=args.max_cast_error,
-            layout=args.layout, verify=args.verify, inputs=args.inputs, probes=args.probes,
+            layout=args.layout, fp16_compute=args.fp16_compute, verify=args.verify, inputs=args.inputs, probes=args.probes,
             tolerance=DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
             auto=args.auto, keep_from=args.keep_from, save_keep=args.save_keep, progress=not args.quiet,
         )

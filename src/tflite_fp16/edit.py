@@ -1,9 +1,15 @@
 """Apply a :class:`~tflite_fp16.plan.Plan` to a model, returning a new model.
 
-Original tensors keep their indices (new tensors are appended); each operator
-list is rebuilt in one pass, a DEQUANTIZE op emitted right before the first
-operator that reads a converted tensor, so no index is patched after the fact.
-The input model is never changed.
+Original tensors keep their indices (new tensors are appended). Each operator
+list is rebuilt in one pass: first one DEQUANTIZE op per converted constant
+the subgraph reads, in the order of first use (TensorFlow's placement: the
+constant DEQUANTIZE ops lead the subgraph, so a delegate that takes the rest
+sees one contiguous graph rather than one cut at every DEQUANTIZE left on the
+CPU), then the original operators in their order, reading the DEQUANTIZE
+outputs. A sparse constant's DENSIFY keeps its place, with its DEQUANTIZE
+right after it. No index is patched after the fact; the input model is never
+changed. The metadata the plan decided (see :mod:`tflite_fp16.metadata`) is
+written here too.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from typing import Any, Dict, List, Mapping, Set, Tuple
 import numpy as np
 
 from .model import DEQUANTIZE, FLOAT16, FLOAT32, Table, TFLiteModel
+from .metadata import (CONVERSION_METADATA_KEY, FP16_ACCUMULATE_FP16, FP16_ACCUMULATE_FP32, REDUCED_PRECISION_KEY,
+                       ConversionMetadataData, set_entry)
 from .plan import DEQUANTIZE_MIN_VERSION, MIN_RUNTIME_VERSION_KEY, Plan
 
 __all__ = ["apply_plan"]
@@ -84,8 +92,17 @@ def apply_plan(model: TFLiteModel, plan: Plan, float16_data: Mapping[int, Any]) 
         subgraphs.append(new)
 
     root = model.root
+    metadata = list(root.tables("metadata"))
     if plan.min_runtime_version is not None:
-        metadata, buffers = _raise_min_runtime_version(model, list(root.tables("metadata")), buffers, plan.min_runtime_version[1])
+        metadata, buffers = _raise_min_runtime_version(model, metadata, buffers, plan.min_runtime_version[1])
+    changed = {change.name.encode(): change for change in plan.metadata if change.action != "left"}
+    if REDUCED_PRECISION_KEY in changed:
+        value = FP16_ACCUMULATE_FP16 if plan.fp16_compute else FP16_ACCUMULATE_FP32
+        # Before CONVERSION_METADATA, where TensorFlow puts it.
+        set_entry(model, metadata, buffers, REDUCED_PRECISION_KEY, np.frombuffer(value, np.uint8), before=CONVERSION_METADATA_KEY)
+    if plan.conversion_metadata is not None:
+        set_entry(model, metadata, buffers, CONVERSION_METADATA_KEY, ConversionMetadataData(plan.conversion_metadata))
+    if metadata:
         root = root.replace(metadata=tuple(metadata))
     root = root.replace(operator_codes=tuple(codes), subgraphs=tuple(subgraphs), buffers=tuple(buffers))
     return TFLiteModel(root=root, trailing=model.trailing, shared=model.shared)
@@ -111,10 +128,17 @@ def _rewrite_subgraph(
     def dequantize(source: int, output: int) -> Table:
         return Table("Operator", {"opcode_index": dequantize_code, "inputs": (source,), "outputs": (output,)})
 
+    originals = subgraph.tables("operators")
+    inputs_of = [op.ints("inputs") for op in originals]
     dequantized: Dict[int, int] = {}  # converted tensor -> its DEQUANTIZE output
     operators: List[Table] = []
-    for op in subgraph.tables("operators"):
-        inputs = op.ints("inputs")
+    # The DEQUANTIZE ops of the constants, first, in the order the operators first read them.
+    for inputs in inputs_of:
+        for i in inputs:
+            if i in converted and i not in dequantized and i not in sparse:
+                dequantized[i] = new_tensor(tensors[i], FLOAT32, DEQUANTIZED_SUFFIX)
+                operators.append(dequantize(i, dequantized[i]))
+    for op, inputs in zip(originals, inputs_of):
         if sparse and any(i in sparse for i in inputs):
             # sparse float16 -> DENSIFY -> new float16 tensor -> DEQUANTIZE -> the original output
             (output,) = op.ints("outputs")
@@ -122,18 +146,10 @@ def _rewrite_subgraph(
             operators.append(op.replace(outputs=(dense_half,)))
             operators.append(dequantize(dense_half, output))
             continue
-        if not any(i in converted for i in inputs):
+        if not any(i in dequantized for i in inputs):
             operators.append(op)
             continue
-        new_inputs = []
-        for i in inputs:
-            if i in converted:
-                if i not in dequantized:
-                    dequantized[i] = new_tensor(tensors[i], FLOAT32, DEQUANTIZED_SUFFIX)
-                    operators.append(dequantize(i, dequantized[i]))
-                i = dequantized[i]
-            new_inputs.append(i)
-        operators.append(Table("Operator", {**op.fields, "inputs": tuple(new_inputs)}))
+        operators.append(Table("Operator", {**op.fields, "inputs": tuple(dequantized.get(i, i) for i in inputs)}))
     return subgraph.replace(tensors=tuple(tensors), operators=tuple(operators))
 
 

@@ -57,7 +57,10 @@ class Options:
     ``"error"`` refuses the model.
 
     ``layout``: ``"auto"``, ``"normal"`` or ``"offset"`` (buffer data after the
-    flatbuffer, for models over 2 GB).
+    flatbuffer, for models over 2 GB). ``fp16_compute``: declare the model fit
+    for float16 arithmetic (``reduced_precision_support`` = ``fp16accfp16``
+    rather than TensorFlow's ``fp16accfp32``): the XNNPACK delegate then runs
+    it in float16 on processors with native float16 (faster, less precise).
 
     Verification (needs the ``[verify]`` extra): ``verify`` runs the original
     and the converted model in LiteRT before the output is written, on
@@ -84,6 +87,7 @@ class Options:
     lossy: str = "keep"
     max_cast_error: float = DEFAULT_MAX_CAST_ERROR
     layout: str = "auto"
+    fp16_compute: bool = False
     verify: bool = False
     inputs: Inputs = field(default=None, compare=False)
     tolerance: float = DEFAULT_TOLERANCE

@@ -45,6 +45,7 @@ import numpy as np
 from .cast import FLOAT16_MAX, FLOAT16_MIN_NORMAL, CastStats, ValueStats, cast_statistics, value_stats
 from .errors import InvalidModelError, LossyModelError
 from .model import BUILTIN_OPS, DENSIFY, DEQUANTIZE, FLOAT32, TENSOR_TYPES, Table, TFLiteModel, detail_references, op_of
+from .metadata import MetadataChange, plan_metadata
 from .options import Options
 from .text import quote
 
@@ -136,6 +137,11 @@ class Plan:
     constants: Mapping[str, int] = field(default_factory=dict)
     # The model's min_runtime_version entry as it is, if any.
     runtime_version: Optional[str] = None
+    # The metadata entries a conversion changes (none when nothing converts), and the
+    # CONVERSION_METADATA table to write (its model_hash computed when the output is written).
+    metadata: Tuple[MetadataChange, ...] = ()
+    conversion_metadata: Optional[Table] = None
+    fp16_compute: bool = False
 
     @property
     def tensors(self) -> Tuple[TensorRef, ...]:
@@ -193,9 +199,11 @@ class Plan:
                 lines.append(f"  add a DEQUANTIZE operator code (version {DEQUANTIZE_MIN_VERSION})")
             else:
                 lines.append(f"  reuse DEQUANTIZE operator code {self.dequantize_opcode} (version >= {DEQUANTIZE_MIN_VERSION})")
-        if self.min_runtime_version:
-            old, new = self.min_runtime_version
-            lines.append(f"  raise min_runtime_version {old} -> {new}")
+        for change in self.metadata:
+            if change.action == "left":
+                continue
+            before = f"{change.before} -> " if change.before is not None else ""
+            lines.append(f"  metadata {change.name}: {change.action}, {before}{change.after}")
         return "\n".join(lines)
 
 
@@ -446,7 +454,11 @@ def make_plan(model: TFLiteModel, options: Optional[Options] = None, executor: O
     dequantize_opcode = None
     min_runtime = None
     found_version = read_min_runtime_version(model)
+    metadata: Tuple[MetadataChange, ...] = ()
+    conversion_metadata = None
     if conversions:
+        metadata, conversion_metadata, metadata_warnings = plan_metadata(model, options.fp16_compute)
+        warnings.extend(metadata_warnings)
         dequantize_candidates = [i for i, op in enumerate(ops_of_codes) if op == DEQUANTIZE and not codes[i].get("custom_code")]
         if dequantize_candidates:
             dequantize_opcode = max(dequantize_candidates, key=lambda i: (codes[i].get("version"), -i))
@@ -454,9 +466,11 @@ def make_plan(model: TFLiteModel, options: Optional[Options] = None, executor: O
             current = _version_tuple(found_version[1])
             if current is not None and current < _version_tuple(MIN_RUNTIME_VERSION):  # type: ignore[operator]
                 min_runtime = (found_version[1], MIN_RUNTIME_VERSION)
+                metadata = (MetadataChange(MIN_RUNTIME_VERSION_KEY.decode(), "raised", *min_runtime),) + metadata
     return Plan(
         tuple(conversions), tuple(kept), dequantize_opcode, min_runtime, tuple(sparse), tuple(warnings),
         dict(constants), found_version[1] if found_version is not None else None,
+        metadata, conversion_metadata, options.fp16_compute,
     )
 
 

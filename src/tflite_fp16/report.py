@@ -107,6 +107,7 @@ def report_to_dict(report: "Report") -> Dict[str, Any]:
             "kept_by_reason": report.plan.kept_by_reason(),
             "dequantize_ops_added": report.dequantize_ops_added,
             "min_runtime_version": {"before": before, "after": after},
+            "metadata": [metadata_to_dict(c) for c in report.plan.metadata if c.action != "left"],
             "warnings": list(report.warnings),
             "options": {
                 "lossy": options.lossy,
@@ -116,6 +117,7 @@ def report_to_dict(report: "Report") -> Dict[str, Any]:
                 "min_elements": options.min_elements,
                 "custom_op_inputs": options.custom_op_inputs,
                 "layout": options.layout,
+                "fp16_compute": options.fp16_compute,
             },
             "seconds": round(report.seconds, 6),
             "verify": verification_to_dict(report.verification),
@@ -123,6 +125,17 @@ def report_to_dict(report: "Report") -> Dict[str, Any]:
         }
     )
     return data
+
+
+def metadata_to_dict(change: Any) -> Dict[str, Any]:
+    """One metadata entry the conversion changes (a dry run: would change)."""
+    return {"name": change.name, "action": change.action, "before": change.before, "after": change.after}
+
+
+def metadata_line(change: Any, dry_run: bool) -> str:
+    before = f" (was {change.before})" if change.before is not None else ""
+    after = f": {change.after}" if change.after is not None else ""
+    return f"  metadata {change.name} {'would be ' if dry_run else ''}{change.action}{after}{before}"
 
 
 def search_to_dict(search: Any) -> Optional[Dict[str, Any]]:
@@ -179,6 +192,7 @@ def render_text(report: "Report", verbosity: int = 0) -> Tuple[List[str], List[s
     if verbosity > 0:
         out.extend(converted_line(e) for e in report.converted)
         out.extend(kept_line(e) for e in report.kept)
+        out.extend(metadata_line(c, report.dry_run) for c in report.plan.metadata if c.action != "left")
     else:
         for reason in ("lossy", "tolerance"):
             notable = [k for k in report.kept if k.reason == reason]

@@ -8,7 +8,8 @@ constant read by DENSIFY -> DEQUANTIZE becomes a sparse FLOAT32 constant read
 by DENSIFY, which then writes the DEQUANTIZE's output. Operator codes that no
 operator uses any more are removed. Tensor and operator-code indices are
 renumbered wherever they are used (operators, subgraph inputs and outputs,
-signatures), so every reference stays valid; the tensors added by a float16
+signatures, blockwise and multi-axis quantization details), so every
+reference stays valid; the tensors added by a float16
 rewrite are at the end of each subgraph, so the round trip restores the
 original indices.
 
@@ -30,7 +31,8 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple, U
 import numpy as np
 
 from .api import _existing, _identity, _quiet_gc
-from .model import DENSIFY, DEQUANTIZE, FLOAT16, FLOAT32, Table, TFLiteModel, op_of
+from .metadata import without_float16
+from .model import DENSIFY, DEQUANTIZE, FLOAT16, FLOAT32, Table, TFLiteModel, detail_references, op_of
 from .output import check_output
 from .reader import open_model, parse_model
 from .text import quote
@@ -39,7 +41,6 @@ from .writer import copy_file, serialize, write_model
 __all__ = ["widen", "widen_bytes", "widen_model", "WidenReport", "WidenedTensor"]
 
 PathLike = Union[str, "os.PathLike[str]"]
-REDUCED_PRECISION_KEY = b"reduced_precision_support"
 
 
 class WidenedTensor(NamedTuple):
@@ -128,6 +129,8 @@ def _decide(model: TFLiteModel, s: int, ops_of_codes: List[int], kept: List[Tupl
         for i in op.ints("outputs"):
             writers.setdefault(i, o)
     boundary = set(subgraph.ints("inputs")) | set(subgraph.ints("outputs"))
+    # Tensors another tensor's blockwise or multi-axis quantization names by index: they stay as they are.
+    named = {index for tensor in tensors for _, index in detail_references(tensor)}
     edit = _SubgraphEdit()
 
     def is_dequantize_of(o: int, source: int) -> Optional[int]:
@@ -136,7 +139,8 @@ def _decide(model: TFLiteModel, s: int, ops_of_codes: List[int], kept: List[Tupl
         if ops_of_codes[op.get("opcode_index")] != DEQUANTIZE or op.ints("inputs") != [source] or len(op.ints("outputs")) != 1:
             return None
         (output,) = op.ints("outputs")
-        if output < 0 or tensors[output].get("type") != FLOAT32 or output in boundary or tensors[output].get("is_variable"):
+        if (output < 0 or tensors[output].get("type") != FLOAT32 or output in boundary or output in named
+                or tensors[output].get("is_variable")):
             return None  # a variable (an LSTM state TensorFlow initialises this way) must stay written by its DEQUANTIZE
         return output
 
@@ -145,8 +149,12 @@ def _decide(model: TFLiteModel, s: int, ops_of_codes: List[int], kept: List[Tupl
             continue
         name = _name(tensor.get("name"))
         why = ""
-        if t in boundary:
+        if tensor.get("external_buffer"):
+            why = "its data lives in an external buffer"
+        elif t in boundary:
             why = "a subgraph input or output"
+        elif t in named:
+            why = "another tensor's blockwise or multi-axis quantization names it"
         elif tensor.get("is_variable") or t in writers:
             why = "a variable, or written by an operator"
         elif not readers.get(t):
@@ -243,7 +251,8 @@ def widen_model(model: TFLiteModel) -> Tuple[TFLiteModel, List[WidenedTensor], i
     signatures = model.root.tables("signature_defs")
     if signatures:
         root = root.replace(signature_defs=tuple(_remap_signature(sig, maps[sig.get("subgraph_index")]) for sig in signatures))
-    root = _drop_reduced_precision(root, subgraphs)
+    float16_left = any(t.get("type") == FLOAT16 for sg in subgraphs for t in sg.tables("tensors"))
+    root, _ = without_float16(model, root, float16_left)
     return TFLiteModel(root=root, trailing=model.trailing, shared=model.shared), widened, removed_ops, len(dropped), kept
 
 
@@ -276,6 +285,8 @@ def _edit_subgraph(subgraph: Table, edit: _SubgraphEdit, buffers: Mapping[int, i
             continue
         if t in edit.widened:
             tensor = tensor.replace(type=FLOAT32, buffer=buffers[t])
+        if detail_references(tensor):
+            tensor = _remap_details(tensor, mapping)
         new_tensors.append(tensor)
     operators = []
     for o, op in enumerate(subgraph.tables("operators")):
@@ -294,6 +305,14 @@ def _edit_subgraph(subgraph: Table, edit: _SubgraphEdit, buffers: Mapping[int, i
     )
 
 
+def _remap_details(tensor: Table, mapping: Dict[int, int]) -> Table:
+    """``tensor`` with the tensor indices its quantization details name renumbered."""
+    quantization = tensor.fields["quantization"]
+    details = quantization.fields["details"]
+    details = details.replace(**{field: mapping[index] for field, index in detail_references(tensor)})
+    return tensor.replace(quantization=quantization.replace(details=details))
+
+
 def _remap_signature(signature: Table, mapping: Dict[int, int]) -> Table:
     changes = {}
     for name in ("inputs", "outputs"):
@@ -301,17 +320,6 @@ def _remap_signature(signature: Table, mapping: Dict[int, int]) -> Table:
         if entries:
             changes[name] = tuple(e.replace(tensor_index=mapping.get(e.get("tensor_index"), e.get("tensor_index"))) for e in entries)
     return signature.replace(**changes) if changes else signature
-
-
-def _drop_reduced_precision(root: Table, subgraphs: List[Table]) -> Table:
-    """Without any FLOAT16 constant left, the model no longer declares float16 precision support."""
-    if any(t.get("type") == FLOAT16 for sg in subgraphs for t in sg.tables("tensors")):
-        return root
-    metadata = root.tables("metadata")
-    kept = tuple(m for m in metadata if m.get("name") != REDUCED_PRECISION_KEY)
-    if len(kept) == len(metadata):
-        return root
-    return root.replace(metadata=kept if kept else None)
 
 
 def widen(path_in: PathLike, path_out: Optional[PathLike], *, layout: str = "auto") -> WidenReport:

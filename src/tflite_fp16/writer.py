@@ -55,7 +55,7 @@ _ZEROS = bytes(16)
 _VECTORS: Dict[Tuple[int, str], struct.Struct] = {}
 _OFFSET_KINDS = ("string", "table", "vector_scalar", "vector_string", "vector_table", "union")
 PathLike = Union[str, "os.PathLike[str]"]
-Data = Union[np.ndarray, Float16Cast]
+Data = Union[np.ndarray, Float16Cast, Any]  # Any: an object with nbytes and render(root, layout)
 
 
 @dataclass(frozen=True)
@@ -487,8 +487,10 @@ def _write_parts(handle: BinaryIO, model: TFLiteModel, layout: str) -> Tuple[int
                 for block in data.blocks(executor):
                     handle.write(memoryview(block).cast("B"))  # type: ignore[arg-type]
                 data.release()
-            else:
+            elif isinstance(data, np.ndarray):
                 handle.write(memoryview(np.ascontiguousarray(data)).cast("B"))  # type: ignore[arg-type]
+            else:  # bytes that depend on the output (CONVERSION_METADATA's model hash): rendered now
+                handle.write(memoryview(data.render(model.root, chosen)).cast("B"))
             written = at + (4 if chosen == "normal" else 0) + data.nbytes
     assert written == region_size
     tail = 0

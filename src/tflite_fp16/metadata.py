@@ -1,0 +1,260 @@
+"""What a float16 model declares about itself: the metadata entries TensorFlow writes.
+
+* ``reduced_precision_support``: the model's statement of the precision it may
+  run in. TensorFlow writes the 11 bytes ``fp16accfp32`` (float16 inference,
+  float32 accumulation) into every float16 model; no terminating zero (LiteRT's
+  parser, ``SetMaskFromReducedPrecisionMetadata``, refuses one). ``fp16accfp16``
+  lets the XNNPACK delegate run the model in float16 arithmetic
+  (``XNN_FLAG_HINT_FP16_INFERENCE``) on processors with native float16.
+* ``CONVERSION_METADATA`` (``conversion_metadata.fbs``): what TensorFlow's
+  converter did. A float16 rewrite adds ``PTQ_FLOAT16`` to
+  ``options.model_optimization_modes`` and recomputes ``environment.model_hash``
+  the way TensorFlow's ``util.get_model_hash`` does, over the output's structure.
+  The hash counts buffer data lengths only for buffers whose data is a
+  flatbuffer vector, so it depends on the layout the writer chooses: the entry
+  is a :class:`ConversionMetadataData`, rendered when the layout is known.
+
+The decisions are made in the plan (:func:`plan_metadata`) and applied by
+``edit``; ``widen`` undoes them (:func:`without_float16`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, NamedTuple, Optional, Tuple
+
+import numpy as np
+
+from .errors import RewriteError
+from .model import Table, TFLiteModel
+from .schema import CONVERSION_SCHEMA
+
+__all__ = [
+    "REDUCED_PRECISION_KEY", "CONVERSION_METADATA_KEY", "FP16_ACCUMULATE_FP32", "FP16_ACCUMULATE_FP16", "PTQ_FLOAT16",
+    "MetadataChange", "ConversionMetadataData", "model_hash", "plan_metadata", "read_conversion_metadata",
+]
+
+REDUCED_PRECISION_KEY = b"reduced_precision_support"
+CONVERSION_METADATA_KEY = b"CONVERSION_METADATA"
+FP16_ACCUMULATE_FP32 = b"fp16accfp32"
+FP16_ACCUMULATE_FP16 = b"fp16accfp16"
+PTQ_FLOAT16: int = CONVERSION_SCHEMA.enums["ModelOptimizationMode"]["PTQ_FLOAT16"]
+_MODE_NAMES = {v: k for k, v in CONVERSION_SCHEMA.enums["ModelOptimizationMode"].items()}
+
+_MASK = (1 << 64) - 1
+_HASH_CONSTANT = 0x9E3779B97F4A7800
+
+
+class MetadataChange(NamedTuple):
+    """One metadata entry the rewrite changes: its name, what happens to it (``added``,
+    ``replaced``, ``raised``, ``updated``, ``left``) and its value before and after, as text."""
+
+    name: str
+    action: str
+    before: Optional[str]
+    after: Optional[str]
+
+
+def _combine(value: int, item: int) -> int:
+    """One step of TensorFlow's ``update_hash_with_primitive_value`` (boost's hash_combine in
+    uint64 arithmetic; a negative item counts as its two's complement, as NumPy casts it)."""
+    item &= _MASK
+    return value ^ ((item + _HASH_CONSTANT + (value << 10) + (value >> 4)) & _MASK)
+
+
+def model_hash(root: Table, layout: str = "normal") -> int:
+    """TensorFlow's ``get_model_hash`` of a model as it is written in ``layout``.
+
+    Per subgraph: the operator count and every operator's inputs and outputs; the
+    tensor count and, per tensor, its buffer's data length (when the buffer has a
+    ``data`` vector) and its shape; the input count and the output count. In the
+    offset layout non-empty buffers have no ``data`` vector (their bytes follow the
+    flatbuffer), so they do not count.
+    """
+    h = 0
+    buffers = root.tables("buffers")
+    data_length: List[Optional[int]] = []
+    for buffer in buffers:
+        data = buffer.fields.get("data")
+        has_vector = data is not None and (layout == "normal" or data.nbytes == 0)
+        data_length.append(int(data.nbytes) if has_vector else None)
+    combine = _combine
+    for subgraph in root.tables("subgraphs"):
+        fields = subgraph.fields
+        if "operators" in fields:
+            operators = fields["operators"]
+            h = combine(h, len(operators))
+            for operator in operators:
+                for name in ("inputs", "outputs"):
+                    values = operator.fields.get(name)
+                    if values is not None:
+                        for value in (values.tolist() if isinstance(values, np.ndarray) else values):
+                            h = combine(h, value)
+        if "tensors" in fields:
+            tensors = fields["tensors"]
+            h = combine(h, len(tensors))
+            for tensor in tensors:
+                b = tensor.get("buffer")
+                length = data_length[b] if b < len(data_length) else None
+                if length is not None:
+                    h = combine(h, length)
+                shape = tensor.fields.get("shape")
+                if shape is not None:
+                    for value in (shape.tolist() if isinstance(shape, np.ndarray) else shape):
+                        h = combine(h, value)
+        for name in ("inputs", "outputs"):
+            if name in fields:
+                h = combine(h, len(fields[name]))
+    return h
+
+
+class ConversionMetadataData:
+    """The bytes of a CONVERSION_METADATA entry whose ``model_hash`` is that of the model it
+    is written into: the writer renders it (:meth:`render`) once the layout is chosen. Its
+    length does not depend on the hash (the field is always written)."""
+
+    def __init__(self, table: Table) -> None:
+        from .writer import serialize_table
+
+        environment = table.fields.get("environment", Table("Environment", {}))
+        self.table = table.replace(environment=environment.replace(model_hash=0))
+        self.nbytes = len(serialize_table(self.table))
+
+    def render(self, root: Table, layout: str) -> np.ndarray:
+        from .writer import serialize_table
+
+        environment = self.table.fields["environment"]
+        table = self.table.replace(environment=environment.replace(model_hash=model_hash(root, layout)))
+        data = serialize_table(table)
+        assert len(data) == self.nbytes
+        return np.frombuffer(data, np.uint8)
+
+    def array(self) -> np.ndarray:
+        raise RewriteError("CONVERSION_METADATA is rendered when the model is written (its hash depends on the layout)")
+
+
+def _entry(model: TFLiteModel, key: bytes) -> Tuple[Optional[int], Optional[Table]]:
+    for m, entry in enumerate(model.root.tables("metadata")):
+        if entry.get("name") == key:
+            return m, entry
+    return None, None
+
+
+def read_conversion_metadata(model: TFLiteModel) -> Tuple[Optional[Table], str]:
+    """The model's CONVERSION_METADATA table, or None and why not ('' when the entry is absent)."""
+    from .reader import parse_table
+
+    _, entry = _entry(model, CONVERSION_METADATA_KEY)
+    if entry is None:
+        return None, ""
+    raw = model.buffer_data(entry.get("buffer"))
+    try:
+        table = parse_table(np.ascontiguousarray(raw).tobytes(), CONVERSION_SCHEMA)
+    except RewriteError as error:
+        return None, f"CONVERSION_METADATA cannot be read ({error})"
+    if table.name != "ConversionMetadata":
+        return None, "CONVERSION_METADATA is not a ConversionMetadata table"
+    return table, ""
+
+
+def _text(raw: Any) -> str:
+    return bytes(raw).decode("utf-8", "replace")
+
+
+def _modes(table: Table) -> Tuple[int, ...]:
+    options = table.fields.get("options")
+    return tuple(options.ints("model_optimization_modes")) if options is not None else ()
+
+
+def describe_modes(modes: Tuple[int, ...]) -> str:
+    return "[" + ", ".join(_MODE_NAMES.get(m, str(m)) for m in modes) + "]"
+
+
+def with_modes(table: Table, modes: Tuple[int, ...]) -> Table:
+    """``table`` with ``options.model_optimization_modes`` set to ``modes`` (other fields kept)."""
+    options = table.fields.get("options", Table("ConversionOptions", {}))
+    return table.replace(options=options.replace(model_optimization_modes=tuple(modes)))
+
+
+def plan_metadata(model: TFLiteModel, fp16_compute: bool) -> Tuple[Tuple[MetadataChange, ...], Optional[Table], Tuple[str, ...]]:
+    """What a float16 rewrite declares: the changes, the updated CONVERSION_METADATA table (its
+    hash still to be computed; None when the entry is absent or unreadable) and warnings."""
+    changes: List[MetadataChange] = []
+    warnings: List[str] = []
+    value = FP16_ACCUMULATE_FP16 if fp16_compute else FP16_ACCUMULATE_FP32
+    _, entry = _entry(model, REDUCED_PRECISION_KEY)
+    if entry is None:
+        changes.append(MetadataChange(REDUCED_PRECISION_KEY.decode(), "added", None, value.decode()))
+    else:
+        before = _text(model.buffer_data(entry.get("buffer")))
+        changes.append(MetadataChange(REDUCED_PRECISION_KEY.decode(), "replaced" if before != value.decode() else "left",
+                                      before, value.decode()))
+    table, problem = read_conversion_metadata(model)
+    if problem:
+        warnings.append(f"{problem}: left as it is, so it does not record the float16 conversion")
+        changes.append(MetadataChange(CONVERSION_METADATA_KEY.decode(), "left", None, None))
+    elif table is not None:
+        modes = _modes(table)
+        new_modes = modes if PTQ_FLOAT16 in modes else modes + (PTQ_FLOAT16,)
+        table = with_modes(table, new_modes)
+        changes.append(MetadataChange(
+            CONVERSION_METADATA_KEY.decode(), "updated",
+            f"model_optimization_modes {describe_modes(modes)}",
+            f"model_optimization_modes {describe_modes(new_modes)}, model_hash of the output",
+        ))
+    return tuple(changes), table, tuple(warnings)
+
+
+def set_entry(model: TFLiteModel, metadata: List[Table], buffers: List[Table], key: bytes, data: Any,
+              before: Optional[bytes] = None) -> None:
+    """Point metadata entry ``key`` at ``data`` (appending it, or inserting it before ``before``'s
+    entry, when absent). The entry's buffer is changed in place unless something else reads it."""
+    position = next((m for m, e in enumerate(metadata) if e.get("name") == key), None)
+    if position is None:
+        buffers.append(Table("Buffer", {"data": data}))
+        new = Table("Metadata", {"name": key, "buffer": len(buffers) - 1})
+        at = next((m for m, e in enumerate(metadata) if e.get("name") == before), len(metadata)) if before else len(metadata)
+        metadata.insert(at, new)
+        return
+    entry = metadata[position]
+    b = entry.get("buffer")
+    if _buffer_read_elsewhere(model, metadata, b, position):
+        buffers.append(Table("Buffer", {"data": data}))
+        metadata[position] = entry.replace(buffer=len(buffers) - 1)
+    else:
+        fields = {k: v for k, v in buffers[b].fields.items() if k not in ("offset", "size")}
+        buffers[b] = Table("Buffer", {**fields, "data": data})
+
+
+def _buffer_read_elsewhere(model: TFLiteModel, metadata: List[Table], b: int, position: int) -> bool:
+    """Whether buffer ``b`` is read by another metadata entry or a tensor (Model.metadata_buffer,
+    the deprecated list of metadata buffers, is not another reader)."""
+    if b == 0:
+        return True  # the empty sentinel buffer every tensor without data names
+    if any(e.get("buffer") == b for m, e in enumerate(metadata) if m != position):
+        return True
+    return any(t.get("buffer") == b for sg in model.subgraphs for t in sg.tables("tensors"))
+
+
+def without_float16(model: TFLiteModel, root: Table, float16_left: bool) -> Tuple[Table, Tuple[MetadataChange, ...]]:
+    """``root`` (a widened model) with the float16 declarations undone: ``reduced_precision_support``
+    removed and PTQ_FLOAT16 dropped from CONVERSION_METADATA (its hash recomputed) when no
+    FLOAT16 constant is left."""
+    if float16_left:
+        return root, ()
+    changes: List[MetadataChange] = []
+    metadata = list(root.tables("metadata"))
+    kept = [m for m in metadata if m.get("name") != REDUCED_PRECISION_KEY]
+    if len(kept) != len(metadata):
+        removed = next(m for m in metadata if m.get("name") == REDUCED_PRECISION_KEY)
+        changes.append(MetadataChange(REDUCED_PRECISION_KEY.decode(), "removed", _text(model.buffer_data(removed.get("buffer"))), None))
+    buffers = list(root.tables("buffers"))
+    table, problem = read_conversion_metadata(model)
+    if table is not None and PTQ_FLOAT16 in _modes(table):
+        modes = _modes(table)
+        new_modes = tuple(m for m in modes if m != PTQ_FLOAT16)
+        set_entry(model, kept, buffers, CONVERSION_METADATA_KEY, ConversionMetadataData(with_modes(table, new_modes)))
+        changes.append(MetadataChange(CONVERSION_METADATA_KEY.decode(), "updated", f"model_optimization_modes {describe_modes(modes)}",
+                                      f"model_optimization_modes {describe_modes(new_modes)}, model_hash of the output"))
+    if not changes:
+        return root, ()
+    return root.replace(metadata=tuple(kept) if kept else None, buffers=tuple(buffers)), tuple(changes)

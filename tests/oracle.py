@@ -369,50 +369,76 @@ def _check_subgraph(a: Any, b: Any, s: int, converted: Set[int], b_ops: List[int
             da.pop("Buffer"), db.pop("Buffer")
         assert da == db, f"subgraph {s} tensor {t}: fields changed"
 
-    # Operators: drop the added DEQUANTIZE ops; the rest are the originals in order.
+    # Operators: drop the added DEQUANTIZE ops; the rest are the originals in order. The DEQUANTIZE
+    # ops of constants lead the subgraph, in the order the originals first read the constants; a
+    # sparse constant's DENSIFY writes a new float16 tensor, dequantized right after it into the
+    # DENSIFY's original output.
+    ops_b = [sb.Operators(o) for o in range(sb.OperatorsLength())]
     producer: Dict[int, int] = {}
     added: Dict[int, int] = {}  # new tensor -> converted tensor it dequantizes
+    densified: Dict[int, int] = {}  # new float16 tensor a DENSIFY writes -> the original output its DEQUANTIZE writes
     added_codes: Set[int] = set()
+    constant_positions: List[int] = []
     originals = []
-    for o in range(sb.OperatorsLength()):
-        op = sb.Operators(o)
+    for o, op in enumerate(ops_b):
         outputs = op.OutputsAsNumpy().tolist()
-        if b_ops[op.OpcodeIndex()] == DEQUANTIZE and all(x >= n for x in outputs) and op.InputsAsNumpy().tolist()[0] in converted:
-            (source,) = op.InputsAsNumpy().tolist()
-            (target,) = outputs
+        inputs = op.InputsAsNumpy().tolist()
+        is_dequantize = b_ops[op.OpcodeIndex()] == DEQUANTIZE and len(inputs) == 1 and len(outputs) == 1
+        if is_dequantize and outputs[0] >= n and inputs[0] in converted:
+            (source,), (target,) = inputs, outputs
             assert sb.Tensors(target).Type() == FLOAT32
             assert sb.Tensors(target).ShapeAsNumpy().tolist() == sb.Tensors(source).ShapeAsNumpy().tolist()
             assert dump(sb.Tensors(target))["ShapeSignature"] == dump(sb.Tensors(source))["ShapeSignature"]
             assert target not in added
             added[target] = source
             added_codes.add(op.OpcodeIndex())
+            constant_positions.append(o)
+        elif is_dequantize and inputs[0] >= n and outputs[0] < n and sb.Tensors(inputs[0]).Type() == FLOAT16:
+            (half,), (target,) = inputs, outputs
+            assert sb.Tensors(target).Type() == FLOAT32
+            assert o >= 1 and half in ops_b[o - 1].OutputsAsNumpy().tolist(), "a sparse DEQUANTIZE not right after its DENSIFY"
+            densified[half] = target
+            added[half] = -1
+            added_codes.add(op.OpcodeIndex())
         else:
             originals.append(o)
         for x in outputs:
             producer[x] = o
     assert len(originals) == sa.OperatorsLength()
+    assert constant_positions == list(range(len(constant_positions))), "the constants' DEQUANTIZE ops do not lead the subgraph"
+    first_use: List[int] = []
+    for oa in range(sa.OperatorsLength()):
+        for x in sa.Operators(oa).InputsAsNumpy().tolist():
+            if x in converted and x not in first_use and b_ops[ops_b[originals[oa]].OpcodeIndex()] != DENSIFY:
+                first_use.append(x)
+    assert [ops_b[o].InputsAsNumpy().tolist()[0] for o in constant_positions] == first_use, "not in the order of first use"
     consumers_of_half: Dict[int, List[int]] = {}
-    for position, (oa, ob) in enumerate(zip(range(sa.OperatorsLength()), originals)):
-        opa, opb = sa.Operators(oa), sb.Operators(ob)
+    for oa, ob in zip(range(sa.OperatorsLength()), originals):
+        opa, opb = sa.Operators(oa), ops_b[ob]
         ia, ib = opa.InputsAsNumpy().tolist(), opb.InputsAsNumpy().tolist()
         assert len(ia) == len(ib)
+        sparse_read = b_ops[opb.OpcodeIndex()] == DENSIFY and any(x in converted for x in ia)
         for x, y in zip(ia, ib):
-            if x in converted:
+            if x in converted and not sparse_read:
                 assert added.get(y) == x, f"operator {oa} input {x} is not read through its DEQUANTIZE"
                 assert producer[y] < ob, "DEQUANTIZE placed after its consumer"
             else:
                 assert x == y
         da, db = dump(opa), dump(opb)
         da.pop("Inputs"), db.pop("Inputs")
+        if sparse_read:
+            (half,) = opb.OutputsAsNumpy().tolist()
+            assert densified.get(half) == opa.OutputsAsNumpy().tolist()[0], "a sparse constant's DENSIFY output is not dequantized"
+            da.pop("Outputs"), db.pop("Outputs")
         assert da == db, f"operator {oa} changed"
-    for o in range(sb.OperatorsLength()):
-        for x in sb.Operators(o).InputsAsNumpy().tolist():
+    for o, op in enumerate(ops_b):
+        for x in op.InputsAsNumpy().tolist():
             if x in converted:
                 consumers_of_half.setdefault(x, []).append(o)
     for t in converted:
         readers = consumers_of_half.get(t, [])
-        assert len(readers) == 1 and b_ops[sb.Operators(readers[0]).OpcodeIndex()] == DEQUANTIZE, (
-            f"float16 tensor {t} feeds {readers}, not one DEQUANTIZE"
+        assert len(readers) == 1 and b_ops[ops_b[readers[0]].OpcodeIndex()] in (DEQUANTIZE, DENSIFY), (
+            f"float16 tensor {t} feeds {readers}, not one DEQUANTIZE (or DENSIFY)"
         )
     assert sb.TensorsLength() == n + len(added)
     return added_codes

@@ -430,3 +430,183 @@ def random_model() -> Model:
         buffers=[None, np.array([1, 4], "<i4").tobytes(), float_bytes([0.5, -0.5, 0.25, 2.0])],
         signatures=[Signature("serving_default", 0, [("x", 0)], [("y", 5)])],
     )
+
+
+# ---------------------------------------------------------------- LiteRT's newest schema
+#
+# Models of schema 3d and after (external buffers, INT2/UINT4/FLOAT8 tensors, blockwise and
+# multi-axis quantization, STABLEHLO_CASE), which the ``tflite`` package cannot write: built
+# with flatc's object API of ``ai_edge_litert.schema_py_generated``, the schema LiteRT writes.
+
+INT4, BFLOAT16, INT2, UINT4, FLOAT8_E4M3FN, FLOAT8_E5M2 = 17, 18, 19, 20, 21, 22
+BLOCKWISE_QUANTIZATION, MULTI_AXIS_QUANTIZATION = 2, 3  # QuantizationDetails members
+STABLEHLO_CASE = 209
+STABLEHLO_CASE_OPTIONS = 23  # BuiltinOptions2 member
+
+
+def _litert_schema():  # type: ignore[no-untyped-def]
+    from ai_edge_litert import schema_py_generated
+
+    return schema_py_generated
+
+
+def litert_tensor(shape: Sequence[int], type: int = FLOAT32, buffer: int = 0, name: str = "", **fields: object):  # type: ignore[no-untyped-def]
+    """A TensorT; ``fields`` by the object API's names (``externalBuffer``, ``quantization``)."""
+    tensor = _litert_schema().TensorT()
+    tensor.shape, tensor.type, tensor.buffer, tensor.name = list(shape), type, buffer, name
+    for key, value in fields.items():
+        assert hasattr(tensor, key), key
+        setattr(tensor, key, value)
+    return tensor
+
+
+def litert_operator(opcode: int, inputs: Sequence[int], outputs: Sequence[int], options2: object = None,
+                    options2_type: int = 0):  # type: ignore[no-untyped-def]
+    operator = _litert_schema().OperatorT()
+    operator.opcodeIndex, operator.inputs, operator.outputs = opcode, list(inputs), list(outputs)
+    if options2 is not None:
+        operator.builtinOptions2Type, operator.builtinOptions2 = options2_type, options2
+    return operator
+
+
+def litert_code(op: int, version: int = 1):  # type: ignore[no-untyped-def]
+    code = _litert_schema().OperatorCodeT()
+    code.builtinCode, code.deprecatedBuiltinCode, code.version = op, min(op, 127), version
+    return code
+
+
+def litert_buffer(data: Optional[bytes] = None):  # type: ignore[no-untyped-def]
+    buffer = _litert_schema().BufferT()
+    if data is not None:
+        buffer.data = np.frombuffer(data, np.uint8)
+    return buffer
+
+
+def litert_subgraph(tensors: list, operators: list, inputs: Sequence[int], outputs: Sequence[int], name: str = ""):  # type: ignore[no-untyped-def, type-arg]
+    subgraph = _litert_schema().SubGraphT()
+    subgraph.tensors, subgraph.operators, subgraph.inputs, subgraph.outputs, subgraph.name = (
+        tensors, operators, list(inputs), list(outputs), name)
+    return subgraph
+
+
+def litert_model(codes: list, subgraphs: list, buffers: list, **fields: object):  # type: ignore[no-untyped-def, type-arg]
+    """A ModelT; ``fields`` by the object API's names (``externalBuffers``, ``signatureDefs``)."""
+    model = _litert_schema().ModelT()
+    model.version, model.operatorCodes, model.subgraphs, model.buffers = 3, codes, subgraphs, buffers
+    model.description = "tflite_builder (LiteRT schema)"
+    for key, value in fields.items():
+        assert hasattr(model, key), key
+        setattr(model, key, value)
+    return model
+
+
+def build_litert(model: object) -> bytes:
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")  # type: ignore[attr-defined]
+    return bytes(builder.Output())
+
+
+def blockwise(scales: int, zero_points: int = -1, block_size: int = 32, multi_axis: Optional[Sequence[int]] = None):  # type: ignore[no-untyped-def]
+    """QuantizationParametersT whose details name the tensor of the scales (and of the zero points)."""
+    schema = _litert_schema()
+    if multi_axis is None:
+        details = schema.BlockwiseQuantizationT()
+        kind = BLOCKWISE_QUANTIZATION
+    else:
+        details = schema.MultiAxisQuantizationT()
+        details.quantizedDimensions = list(multi_axis)
+        kind = MULTI_AXIS_QUANTIZATION
+    details.scales, details.zeroPoints, details.blockSize = scales, zero_points, block_size
+    quantization = schema.QuantizationParametersT()
+    quantization.detailsType, quantization.details = kind, details
+    return quantization
+
+
+def pack_bits(values: np.ndarray, bits: int) -> bytes:
+    """Signed ``bits``-bit integers packed low bits first, 8 // bits to a byte (INT4, INT2)."""
+    mask = (1 << bits) - 1
+    flat = (values.reshape(-1).astype(np.int16) & mask).astype(np.uint8)
+    per_byte = 8 // bits
+    flat = np.concatenate([flat, np.zeros(-len(flat) % per_byte, np.uint8)]).reshape(-1, per_byte)
+    return bytes(np.bitwise_or.reduce(flat << (np.arange(per_byte, dtype=np.uint8) * bits), axis=1).astype(np.uint8))
+
+
+def blockwise_fc_model(weight_type: int = INT4, scale_type: int = FLOAT16, scales_also_read: bool = False,
+                       multi_axis: Optional[Sequence[int]] = None, features: int = 64, units: int = 8, block: int = 32,
+                       seed: int = 0):  # type: ignore[no-untyped-def]
+    """A runnable blockwise-quantized layer as ai-edge-quantizer writes one, then an ordinary one:
+    ``h = FULLY_CONNECTED(x, W, bias)`` with W INT4 (or INT2) whose BlockwiseQuantization names the
+    tensor of its per-block scales (float16: what LiteRT's kernels take); ``y = h * c``. With
+    ``multi_axis`` the details are a MultiAxisQuantization over those dimensions instead. With
+    ``scales_also_read`` (and float32 scales) an operator also reads the scales tensor (a second
+    output ``scales * scales``), so a rule that converted it would turn the tensor the
+    quantization names into float16."""
+    rng = np.random.default_rng(seed)
+    bits = 2 if weight_type == INT2 else 4
+    q = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), size=(units, features)).astype(np.int8)
+    scales = (rng.random((units, features // block)) * 0.1 + 0.01).astype("<f2" if scale_type == FLOAT16 else "<f4")
+    bias = rng.standard_normal(units).astype("<f4")
+    c = rng.standard_normal(units).astype("<f4")
+    tensors = [
+        litert_tensor([1, features], name="x"),
+        litert_tensor([units, features], type=weight_type, buffer=1, name="fc/weights", quantization=blockwise(2, -1, block, multi_axis)),
+        litert_tensor(list(scales.shape), type=scale_type, buffer=2, name="fc/scales"),
+        litert_tensor([units], buffer=3, name="fc/bias"),
+        litert_tensor([1, units], name="fc/output"),
+        litert_tensor([units], buffer=4, name="scale/c"),
+        litert_tensor([1, units], name="y"),
+    ]
+    operators = [litert_operator(0, [0, 1, 3], [4]), litert_operator(1, [4, 5], [6])]
+    codes = [litert_code(FULLY_CONNECTED), litert_code(MUL)]
+    outputs = [6]
+    if scales_also_read:
+        tensors.append(litert_tensor(list(scales.shape), name="scales_copy"))
+        operators.append(litert_operator(1, [2, 2], [7]))  # scales * scales: an operator reads the tensor
+        outputs.append(7)
+    schema = _litert_schema()
+    options = schema.FullyConnectedOptionsT()
+    operators[0].builtinOptionsType, operators[0].builtinOptions = FULLY_CONNECTED_OPTIONS, options
+    buffers = [litert_buffer(), litert_buffer(pack_bits(q, bits)), litert_buffer(scales.tobytes()),
+               litert_buffer(bias.tobytes()), litert_buffer(c.tobytes())]
+    return litert_model(codes, [litert_subgraph(tensors, operators, [0], outputs, "main")], buffers)
+
+
+def external_buffer_model(external_type: int = FLOAT32):  # type: ignore[no-untyped-def]
+    """``y = x + e; z = y * c``: ``e``'s data lives in an external file (``weights.bin``, external
+    buffer id 7), ``c``'s in the model."""
+    schema = _litert_schema()
+    group = schema.ExternalBufferGroupT()
+    group.name = "weights.bin"
+    external = schema.ExternalBufferT()
+    external.id, external.group, external.offset, external.length, external.packing = 7, 0, 64, 16, "raw"
+    tensors = [
+        litert_tensor([4], name="x"),
+        litert_tensor([4], type=external_type, name="external/e", externalBuffer=7),
+        litert_tensor([4], name="y"),
+        litert_tensor([4], buffer=1, name="c"),
+        litert_tensor([4], name="z"),
+    ]
+    operators = [litert_operator(0, [0, 1], [2]), litert_operator(1, [2, 3], [4])]
+    return litert_model([litert_code(ADD), litert_code(MUL)], [litert_subgraph(tensors, operators, [0], [4], "main")],
+                        [litert_buffer(), litert_buffer(float_bytes([0.5, 1.5, -2.0, 4.0]))],
+                        externalBufferGroups=[group], externalBuffers=[external])
+
+
+def case_model(branches: int = 2):  # type: ignore[no-untyped-def]
+    """STABLEHLO_CASE (BuiltinOptions2 StablehloCaseOptions.branch_subgraph_indices) choosing among
+    ``branches`` subgraphs, each ``y = x + c_i`` with its own float32 constant."""
+    schema = _litert_schema()
+    options = schema.StablehloCaseOptionsT()
+    options.branchSubgraphIndices = list(range(1, branches + 1))
+    main = litert_subgraph(
+        [litert_tensor([], type=INT32, name="index"), litert_tensor([4], name="x"), litert_tensor([4], name="y")],
+        [litert_operator(0, [0, 1], [2], options, STABLEHLO_CASE_OPTIONS)], [0, 1], [2], "main")
+    subgraphs = [main]
+    buffers = [litert_buffer()]
+    for branch in range(branches):
+        buffers.append(litert_buffer(float_bytes([branch + 0.5] * 4)))
+        subgraphs.append(litert_subgraph(
+            [litert_tensor([4], name="x"), litert_tensor([4], buffer=len(buffers) - 1, name=f"branch{branch}/c"),
+             litert_tensor([4], name="y")],
+            [litert_operator(1, [0, 1], [2])], [0], [2], f"branch{branch}"))
+    return litert_model([litert_code(STABLEHLO_CASE), litert_code(ADD)], subgraphs, buffers)

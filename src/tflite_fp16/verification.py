@@ -188,19 +188,40 @@ def _native_stderr_captured() -> Iterator[List[str]]:
             lines.extend(line for line in text.splitlines() if line.strip() and not line.startswith("INFO: "))
 
 
-def _interpreter(model: ModelSource) -> Any:
+# LiteRT's default: builtin kernels with the XNNPACK delegate; then the builtin kernels alone, for
+# models XNNPACK cannot prepare (INT2 weights, for one) although the builtin kernels run them.
+RESOLVERS = ("AUTO", "BUILTIN_WITHOUT_DEFAULT_DELEGATES")
+
+
+def _interpreter(model: ModelSource, resolver: str = "AUTO") -> Any:
     litert = _litert()
     with _native_stderr_captured() as native:
         try:
+            kind = getattr(litert.OpResolverType, resolver)
             if isinstance(model, (bytes, bytearray, memoryview)):
-                interpreter = litert.Interpreter(model_content=bytes(model))
+                interpreter = litert.Interpreter(model_content=bytes(model), experimental_op_resolver_type=kind)
             else:
-                interpreter = litert.Interpreter(model_path=os.fspath(model))
+                interpreter = litert.Interpreter(model_path=os.fspath(model), experimental_op_resolver_type=kind)
             interpreter.allocate_tensors()
             return interpreter
         except (ValueError, RuntimeError) as error:
             detail = "; ".join(native)
             raise type(error)(f"{error}{' (' + detail + ')' if detail else ''}") from None
+
+
+def _first_interpreter(model: ModelSource, notes: List[str]) -> Tuple[Any, str]:
+    """The interpreter of the first resolver that loads ``model``, and that resolver."""
+    failure: Optional[BaseException] = None
+    for resolver in RESOLVERS:
+        try:
+            interpreter = _interpreter(model, resolver)
+        except (ValueError, RuntimeError) as error:
+            failure = failure or error
+            continue
+        if resolver != RESOLVERS[0]:
+            notes.append(f"XNNPACK cannot prepare the model ({_one_line(failure)}); both models ran on LiteRT's builtin kernels")  # type: ignore[arg-type]
+        return interpreter, resolver
+    raise failure  # type: ignore[misc]
 
 
 def _runners(interpreter: Any) -> List[_Runner]:
@@ -352,7 +373,7 @@ class Verifier:
         self.tolerance = tolerance
         notes: List[str] = []
         try:
-            interpreter = _interpreter(original)
+            interpreter, self.resolver = _first_interpreter(original, notes)
             runners = _runners(interpreter)
         except (ValueError, RuntimeError) as error:
             raise UnsupportedModelError(f"LiteRT cannot load the original model, so it cannot be verified: {_one_line(error)}") from None
@@ -376,7 +397,7 @@ class Verifier:
     def check(self, converted: ModelSource) -> VerifyReport:
         """Run ``converted`` on the same samples and compare every output with the original's."""
         try:
-            interpreter = _interpreter(converted)
+            interpreter = _interpreter(converted, self.resolver)
             runners = {r.key: r for r in _runners(interpreter)}
         except (ValueError, RuntimeError) as error:
             raise VerificationError(f"LiteRT cannot load the converted model: {_one_line(error)}", None) from None

@@ -13,7 +13,7 @@ from typing import List
 import numpy as np
 
 from tflite_fp16.model import BUILTIN_OPS, Table, TFLiteModel
-from tflite_fp16.writer import write_model
+from tflite_fp16.writer import serialize_table, write_model
 
 FULLY_CONNECTED = BUILTIN_OPS["FULLY_CONNECTED"]
 
@@ -122,7 +122,12 @@ def _write(path: Path, tensors: List[Table], operators: List[Table], buffers: Li
         },
     )
     version = np.frombuffer(b"1.14.0".ljust(16, b"\0"), np.uint8)
-    buffers = buffers + [Table("Buffer", {"data": version})]
+    # Like every model TensorFlow converts, CONVERSION_METADATA, whose hash the rewrite recomputes.
+    conversion = serialize_table(Table("ConversionMetadata", {
+        "environment": Table("Environment", {"tensorflow_version": b"2.21.0", "api_version": 2, "model_type": 2, "model_hash": 1}),
+        "options": Table("ConversionOptions", {"model_optimization_modes": ()}),
+    }))
+    buffers = buffers + [Table("Buffer", {"data": version}), Table("Buffer", {"data": np.frombuffer(conversion, np.uint8)})]
     root = Table(
         "Model",
         {
@@ -131,7 +136,8 @@ def _write(path: Path, tensors: List[Table], operators: List[Table], buffers: Li
             "subgraphs": (subgraph,),
             "description": b"tflite-fp16 benchmark model",
             "buffers": tuple(buffers),
-            "metadata": (Table("Metadata", {"name": b"min_runtime_version", "buffer": len(buffers) - 1}),),
+            "metadata": (Table("Metadata", {"name": b"min_runtime_version", "buffer": len(buffers) - 2}),
+                         Table("Metadata", {"name": b"CONVERSION_METADATA", "buffer": len(buffers) - 1})),
             "signature_defs": (signature,),
         },
     )

@@ -17,6 +17,7 @@ import oracle
 import runtime
 import tflite_builder as tb
 from tflite_fp16 import InvalidModelError, rewrite, verify
+from tflite_fp16.inspect import inspect_file
 from tflite_fp16.widen import widen
 
 
@@ -62,6 +63,8 @@ def test_external_buffer_tensor_is_kept_and_every_external_field_carried(tmp_pat
     assert load_error(source) is not None and load_error(out) == load_error(source)
     data = report.to_dict()
     assert data["kept_by_reason"] == {"external": 1}
+    features = inspect_file(out)["features"]
+    assert (features["external_tensors"], features["external_buffers"], features["external_buffer_groups"]) == (1, 1, ["weights.bin"])
 
 
 def test_external_float16_tensor_is_not_widened(tmp_path: Path) -> None:

@@ -174,6 +174,8 @@ def test_widen_cli_and_bytes(tmp_path: Path) -> None:
     assert result.returncode == 0 and result.stdout.startswith("10 tensors widened to float32, 10 DEQUANTIZE ops removed")
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["operation"] == "to_float32" and len(data["widened"]) == 10 and data["operator_codes_removed"] == 1
+    assert [(m["name"], m["action"]) for m in data["metadata"]] == [("reduced_precision_support", "removed"),
+                                                                   ("CONVERSION_METADATA", "updated")]
     content, report = widen_bytes(half.read_bytes())
     assert content == (tmp_path / "b.tflite").read_bytes() and len(report.widened) == 10
     same = run(str(DATA / "small_cnn.fp32.tflite"), str(tmp_path / "c.tflite"), "--to", "float32")

@@ -130,7 +130,9 @@ def inspect_model(model: TFLiteModel, size: int, options: Optional[Options] = No
     by_type: Dict[str, Dict[str, int]] = defaultdict(lambda: {"tensors": 0, "constants": 0, "constant_bytes": 0})
     seen_buffers: Dict[str, set] = defaultdict(set)
     features: Dict[str, Any] = {"sparse_tensors": 0, "variables": 0, "control_flow_operators": [], "quantization": Counter(),
-                                "misaligned_buffers": 0}
+                                "misaligned_buffers": 0, "external_tensors": 0,
+                                "external_buffers": len(root.tables("external_buffers")),
+                                "external_buffer_groups": [_text(g.get("name")) for g in root.tables("external_buffer_groups")]}
     float16_into_dequantize = 0
     for sg in subgraphs:
         tensors = sg.tables("tensors")
@@ -161,6 +163,8 @@ def inspect_model(model: TFLiteModel, size: int, options: Optional[Options] = No
                 features["sparse_tensors"] += 1
             if tensor.get("is_variable"):
                 features["variables"] += 1
+            if tensor.get("external_buffer"):
+                features["external_tensors"] += 1
             quantization = tensor.fields.get("quantization")
             if quantization is not None:
                 if quantization.has("details"):
@@ -280,6 +284,10 @@ def render(info: Dict[str, Any], width: int = 100) -> str:
         found.append("control flow (" + ", ".join(features["control_flow_operators"]) + ")")
     if features["quantization"]:
         found.append("quantization (" + ", ".join(f"{k} x{v}" for k, v in features["quantization"].items()) + ")")
+    if features["external_tensors"] or features["external_buffers"]:
+        groups = ", ".join(quote(g) for g in features["external_buffer_groups"])
+        found.append(f"{features['external_tensors']} tensors with data in {features['external_buffers']} external buffers"
+                     + (f" ({groups})" if groups else ""))
     if features["misaligned_buffers"]:
         found.append(f"{features['misaligned_buffers']} buffers not 16-byte aligned")
     row("features", ", ".join(found) if found else "none of note")

@@ -54,11 +54,19 @@ class MetadataChange(NamedTuple):
     after: Optional[str]
 
 
-def _combine(value: int, item: int) -> int:
-    """One step of TensorFlow's ``update_hash_with_primitive_value`` (boost's hash_combine in
-    uint64 arithmetic; a negative item counts as its two's complement, as NumPy casts it)."""
-    item &= _MASK
-    return value ^ ((item + _HASH_CONSTANT + (value << 10) + (value >> 4)) & _MASK)
+def _combine_all(items: List[int]) -> int:
+    """TensorFlow's ``update_hash_with_primitive_value`` over ``items`` in turn, from 0: boost's
+    hash_combine in uint64 arithmetic; a negative item counts as its two's complement, as NumPy
+    casts it. (One tight loop: the hash is sequential, and this is the whole cost.)"""
+    mask, constant = _MASK, _HASH_CONSTANT
+    h = 0
+    for item in items:
+        h ^= ((item & mask) + constant + (h << 10) + (h >> 4)) & mask
+    return h
+
+
+def _ints(values: Any) -> List[int]:
+    return values.tolist() if isinstance(values, np.ndarray) else list(values)
 
 
 def model_hash(root: Table, layout: str = "normal") -> int:
@@ -70,41 +78,40 @@ def model_hash(root: Table, layout: str = "normal") -> int:
     offset layout non-empty buffers have no ``data`` vector (their bytes follow the
     flatbuffer), so they do not count.
     """
-    h = 0
-    buffers = root.tables("buffers")
     data_length: List[Optional[int]] = []
-    for buffer in buffers:
+    for buffer in root.tables("buffers"):
         data = buffer.fields.get("data")
         has_vector = data is not None and (layout == "normal" or data.nbytes == 0)
         data_length.append(int(data.nbytes) if has_vector else None)
-    combine = _combine
+    n_buffers = len(data_length)
+    items: List[int] = []
+    append, extend = items.append, items.extend
     for subgraph in root.tables("subgraphs"):
         fields = subgraph.fields
         if "operators" in fields:
             operators = fields["operators"]
-            h = combine(h, len(operators))
+            append(len(operators))
             for operator in operators:
-                for name in ("inputs", "outputs"):
-                    values = operator.fields.get(name)
-                    if values is not None:
-                        for value in (values.tolist() if isinstance(values, np.ndarray) else values):
-                            h = combine(h, value)
+                values = operator.fields
+                if "inputs" in values:
+                    extend(_ints(values["inputs"]))
+                if "outputs" in values:
+                    extend(_ints(values["outputs"]))
         if "tensors" in fields:
             tensors = fields["tensors"]
-            h = combine(h, len(tensors))
+            append(len(tensors))
             for tensor in tensors:
-                b = tensor.get("buffer")
-                length = data_length[b] if b < len(data_length) else None
+                values = tensor.fields
+                b = values.get("buffer", 0)
+                length = data_length[b] if b < n_buffers else None
                 if length is not None:
-                    h = combine(h, length)
-                shape = tensor.fields.get("shape")
-                if shape is not None:
-                    for value in (shape.tolist() if isinstance(shape, np.ndarray) else shape):
-                        h = combine(h, value)
+                    append(length)
+                if "shape" in values:
+                    extend(_ints(values["shape"]))
         for name in ("inputs", "outputs"):
             if name in fields:
-                h = combine(h, len(fields[name]))
-    return h
+                append(len(fields[name]))
+    return _combine_all(items)
 
 
 class ConversionMetadataData:

@@ -263,7 +263,8 @@ class _Subgraph:
         }
         # Tensors that a blockwise or multi-axis quantization names: tensor -> (field, the quantized tensor).
         self.detail_refs: Dict[int, Tuple[str, int]] = {
-            index: (field, t) for t, tensor in enumerate(self.tensors) for field, index in detail_references(tensor)
+            index: (field, t) for t, tensor in enumerate(self.tensors) if "quantization" in tensor.fields
+            for field, index in detail_references(tensor)
         }
         self.inputs = set(subgraph.ints("inputs"))
         self.outputs = set(subgraph.ints("outputs"))

@@ -528,7 +528,7 @@ def _check_model(model: TFLiteModel) -> None:
                 raise InvalidModelError(
                     f"subgraph {s} tensor {t} refers to buffer {tensor.get('buffer')}, but the model has {n_buffers} buffers"
                 )
-            for field, index in detail_references(tensor):
+            for field, index in (detail_references(tensor) if "quantization" in tensor.fields else ()):
                 if not 0 <= index < n_tensors:
                     raise InvalidModelError(
                         f"subgraph {s} tensor {t}: its quantization's {field} refers to tensor {index}, "

@@ -31,14 +31,14 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple, U
 import numpy as np
 
 from .api import _existing, _identity, _quiet_gc
-from .metadata import without_float16
+from .metadata import MetadataChange, without_float16
 from .model import DENSIFY, DEQUANTIZE, FLOAT16, FLOAT32, Table, TFLiteModel, detail_references, op_of
 from .output import check_output
 from .reader import open_model, parse_model
 from .text import quote
 from .writer import copy_file, serialize, write_model
 
-__all__ = ["widen", "widen_bytes", "widen_model", "WidenReport", "WidenedTensor"]
+__all__ = ["widen", "widen_bytes", "widen_model", "Widened", "WidenReport", "WidenedTensor"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -68,6 +68,7 @@ class WidenReport:
     float16_kept: Tuple[Tuple[int, int, str, str], ...] = ()  # (subgraph, tensor, name, why) FLOAT16 constants left
     layout: Optional[str] = None
     seconds: float = 0.0
+    metadata: Tuple[MetadataChange, ...] = ()  # reduced_precision_support removed, CONVERSION_METADATA updated
 
     @property
     def unchanged(self) -> bool:
@@ -97,6 +98,7 @@ class WidenReport:
             "dequantize_ops_removed": self.dequantize_ops_removed,
             "operator_codes_removed": self.operator_codes_removed,
             "float16_kept": [{"subgraph": s, "tensor": t, "name": n, "reason": why} for s, t, n, why in self.float16_kept],
+            "metadata": [{"name": c.name, "action": c.action, "before": c.before, "after": c.after} for c in self.metadata],
             "seconds": round(self.seconds, 6),
         }
 
@@ -193,9 +195,20 @@ def _decide(model: TFLiteModel, s: int, ops_of_codes: List[int], kept: List[Tupl
     return edit
 
 
-def widen_model(model: TFLiteModel) -> Tuple[TFLiteModel, List[WidenedTensor], int, int, List[Tuple[int, int, str, str]]]:
-    """The float32 model, the widened tensors, DEQUANTIZE ops removed, operator codes removed, and
-    the FLOAT16 constants left (with why)."""
+class Widened(NamedTuple):
+    """What :func:`widen_model` returns."""
+
+    model: TFLiteModel
+    widened: List[WidenedTensor]
+    dequantize_ops_removed: int
+    operator_codes_removed: int
+    float16_kept: List[Tuple[int, int, str, str]]  # (subgraph, tensor, name, why)
+    metadata: Tuple[MetadataChange, ...] = ()  # the float16 declarations undone
+
+
+def widen_model(model: TFLiteModel) -> Widened:
+    """The float32 model, the widened tensors, DEQUANTIZE ops removed, operator codes removed, the
+    FLOAT16 constants left (with why) and the metadata changed."""
     codes = model.operator_codes
     ops_of_codes = [op_of(code) for code in codes]
     kept: List[Tuple[int, int, str, str]] = []
@@ -206,7 +219,7 @@ def widen_model(model: TFLiteModel) -> Tuple[TFLiteModel, List[WidenedTensor], i
         for s, edit in enumerate(edits) for t, (n, sparse) in sorted(edit.widened.items())
     ]
     if not widened:
-        return model, [], 0, 0, kept
+        return Widened(model, [], 0, 0, kept)
 
     # Buffers: widened once; in place when only widened tensors read the bytes, else a new buffer.
     buffers = list(model.buffers)
@@ -252,8 +265,9 @@ def widen_model(model: TFLiteModel) -> Tuple[TFLiteModel, List[WidenedTensor], i
     if signatures:
         root = root.replace(signature_defs=tuple(_remap_signature(sig, maps[sig.get("subgraph_index")]) for sig in signatures))
     float16_left = any(t.get("type") == FLOAT16 for sg in subgraphs for t in sg.tables("tensors"))
-    root, _ = without_float16(model, root, float16_left)
-    return TFLiteModel(root=root, trailing=model.trailing, shared=model.shared), widened, removed_ops, len(dropped), kept
+    root, metadata = without_float16(model, root, float16_left)
+    return Widened(TFLiteModel(root=root, trailing=model.trailing, shared=model.shared), widened, removed_ops, len(dropped),
+                   kept, metadata)
 
 
 def _tensor_map(count: int, edit: _SubgraphEdit) -> Dict[int, int]:
@@ -335,7 +349,7 @@ def widen(path_in: PathLike, path_out: Optional[PathLike], *, layout: str = "aut
     target = check_output(path_out) if path_out is not None else None
     before = _identity(path_in)
     with _quiet_gc(), open_model(path_in) as model:
-        widened_model, widened, removed, codes_removed, kept = widen_model(model)
+        widened_model, widened, removed, codes_removed, kept, metadata = widen_model(model)
         size_after: Optional[int] = None
         chosen = None
         if target is not None:
@@ -351,7 +365,7 @@ def widen(path_in: PathLike, path_out: Optional[PathLike], *, layout: str = "aut
                 written = write_model(widened_model, target, layout=layout, before_commit=unchanged_input)
                 size_after, chosen = written.size, written.layout
     return WidenReport(os.fspath(path_in), os.fspath(path_out) if path_out is not None else None, before[0], size_after,
-                       tuple(widened), removed, codes_removed, tuple(kept), chosen, time.perf_counter() - start)
+                       tuple(widened), removed, codes_removed, tuple(kept), chosen, time.perf_counter() - start, metadata)
 
 
 def widen_bytes(data: Union[bytes, bytearray, memoryview], *, layout: str = "auto") -> Tuple[bytes, WidenReport]:
@@ -359,8 +373,8 @@ def widen_bytes(data: Union[bytes, bytearray, memoryview], *, layout: str = "aut
     start = time.perf_counter()
     view = memoryview(data).cast("B")
     with _quiet_gc():
-        widened_model, widened, removed, codes_removed, kept = widen_model(parse_model(view))
+        widened_model, widened, removed, codes_removed, kept, metadata = widen_model(parse_model(view))
         output, chosen = (serialize(widened_model, layout) if widened else (bytes(view), None))
     return output, WidenReport("<bytes>", "<bytes>", len(view), len(output), tuple(widened), removed, codes_removed,
-                               tuple(kept), chosen, time.perf_counter() - start)
+                               tuple(kept), chosen, time.perf_counter() - start, metadata)
 

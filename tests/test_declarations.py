@@ -15,7 +15,7 @@ import pytest
 import oracle
 import runtime
 import tflite_builder as tb
-from tflite_fp16 import rewrite
+from tflite_fp16 import rewrite, rewrite_bytes
 from tflite_fp16.metadata import model_hash
 from tflite_fp16.reader import read_model
 from tflite_fp16.widen import widen
@@ -110,6 +110,8 @@ def test_hash_follows_the_layout(tmp_path: Path) -> None:
     assert hashes[0] != hashes[1]
     assert hashes == [oracle.tensorflow_model_hash(p.read_bytes()) for p in (normal, offset)]
     oracle.check_rewrite(source.read_bytes(), offset.read_bytes())
+    in_memory, _ = rewrite_bytes(source.read_bytes(), layout="offset")  # the same path, without a file
+    assert in_memory == offset.read_bytes()
     for resolver in runtime.RESOLVERS:  # LiteRT reads the entry's buffer after the flatbuffer too
         assert runtime.max_abs_error(runtime.run(normal, resolver), runtime.run(offset, resolver)) == 0
 
@@ -211,3 +213,22 @@ def test_back_to_float32_undoes_the_declarations(tmp_path: Path) -> None:
     assert metadata_names(back.read_bytes()) == metadata_names(source.read_bytes())
     recorded = oracle.read_conversion_metadata(metadata(back.read_bytes())[b"CONVERSION_METADATA"])
     assert recorded == oracle.read_conversion_metadata(metadata(source.read_bytes())[b"CONVERSION_METADATA"])
+
+
+def test_hostile_conversion_metadata_never_stops_the_rewrite(tmp_path: Path) -> None:
+    """Truncated, out-of-range, oversized or random CONVERSION_METADATA bytes: the model converts, the
+    entry stays as it was, and a warning says it was not updated."""
+    valid = conversion_metadata_of("small_cnn.fp32.tflite")
+    rng = np.random.default_rng(0)
+    payloads = [valid[:7], valid[:30], b"\xff\xff\xff\x7f" + valid[4:], valid[:4] + b"\xff" * (len(valid) - 4)]
+    payloads += [bytes(rng.integers(0, 256, size=int(rng.integers(8, 120)), dtype=np.uint8)) for _ in range(40)]
+    for i, payload in enumerate(payloads):
+        source, target = tmp_path / f"in{i}.tflite", tmp_path / f"out{i}.tflite"
+        source.write_bytes(tb.build(with_metadata({"CONVERSION_METADATA": payload})))
+        report = rewrite(source, target)
+        assert report.tensors_converted == 1
+        written = metadata(target.read_bytes())[b"CONVERSION_METADATA"]
+        if any("CONVERSION_METADATA cannot be read" in w for w in report.warnings):
+            assert written == payload
+        else:  # random bytes that happen to parse: updated like any other
+            assert oracle.PTQ_FLOAT16 in oracle.read_conversion_metadata(written)["modes"]

@@ -135,13 +135,14 @@ def test_corpus_round_trip_and_tensorflows_float16_models(name: str, tmp_path: P
                 np.testing.assert_array_equal(got[key], expected[key])
             else:
                 np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-6)
-    if not left:
-        assert b"reduced_precision_support" not in tf_back.read_bytes()
-        tf_model = tflite.Model.GetRootAs(tf_back.read_bytes(), 0)
-        entry = next(tf_model.Metadata(m) for m in range(tf_model.MetadataLength())
-                     if tf_model.Metadata(m).Name() == oracle.CONVERSION_METADATA)
-        recorded = oracle.read_conversion_metadata(oracle.buffer_data(tf_model, entry.Buffer()))
-        assert recorded["modes"] == [] and recorded["model_hash"] == oracle.tensorflow_model_hash(tf_back.read_bytes())
+    # Without float16 left, the float16 declarations go; CONVERSION_METADATA's hash is the new file's either way.
+    assert (b"reduced_precision_support" in tf_back.read_bytes()) == bool(left)
+    tf_model = tflite.Model.GetRootAs(tf_back.read_bytes(), 0)
+    entry = next(tf_model.Metadata(m) for m in range(tf_model.MetadataLength())
+                 if tf_model.Metadata(m).Name() == oracle.CONVERSION_METADATA)
+    recorded = oracle.read_conversion_metadata(oracle.buffer_data(tf_model, entry.Buffer()))
+    assert recorded["modes"] == ([oracle.PTQ_FLOAT16] if left else [])
+    assert recorded["model_hash"] == oracle.tensorflow_model_hash(tf_back.read_bytes())
 
 
 def test_sparse_float16_densify_dequantize_goes_back(tmp_path: Path) -> None:

@@ -243,22 +243,20 @@ def _buffer_read_elsewhere(model: TFLiteModel, metadata: List[Table], b: int, po
 
 
 def without_float16(model: TFLiteModel, root: Table, float16_left: bool) -> Tuple[Table, Tuple[MetadataChange, ...]]:
-    """``root`` (a widened model) with the float16 declarations undone: ``reduced_precision_support``
-    removed and PTQ_FLOAT16 dropped from CONVERSION_METADATA (its hash recomputed) when no
-    FLOAT16 constant is left."""
-    if float16_left:
-        return root, ()
+    """``root`` (a widened model) with its declarations brought up to date: without any FLOAT16
+    constant left, ``reduced_precision_support`` goes and PTQ_FLOAT16 leaves CONVERSION_METADATA;
+    either way CONVERSION_METADATA's hash is recomputed (the structure changed)."""
     changes: List[MetadataChange] = []
     metadata = list(root.tables("metadata"))
-    kept = [m for m in metadata if m.get("name") != REDUCED_PRECISION_KEY]
+    kept = metadata if float16_left else [m for m in metadata if m.get("name") != REDUCED_PRECISION_KEY]
     if len(kept) != len(metadata):
         removed = next(m for m in metadata if m.get("name") == REDUCED_PRECISION_KEY)
         changes.append(MetadataChange(REDUCED_PRECISION_KEY.decode(), "removed", _text(model.buffer_data(removed.get("buffer"))), None))
     buffers = list(root.tables("buffers"))
-    table, problem = read_conversion_metadata(model)
-    if table is not None and PTQ_FLOAT16 in _modes(table):
+    table, _ = read_conversion_metadata(model)
+    if table is not None:
         modes = _modes(table)
-        new_modes = tuple(m for m in modes if m != PTQ_FLOAT16)
+        new_modes = modes if float16_left else tuple(m for m in modes if m != PTQ_FLOAT16)
         set_entry(model, kept, buffers, CONVERSION_METADATA_KEY, ConversionMetadataData(with_modes(table, new_modes)))
         changes.append(MetadataChange(CONVERSION_METADATA_KEY.decode(), "updated", f"model_optimization_modes {describe_modes(modes)}",
                                       f"model_optimization_modes {describe_modes(new_modes)}, model_hash of the output"))

@@ -232,9 +232,7 @@ def rewrite(path_in: PathLike, path_out: Optional[PathLike], options: Optional[O
             added = 0
             casts: Dict[int, Float16Cast] = {}
         else:
-            casts = _casts(model, plan)
-            rewritten = apply_plan(model, plan, casts)
-            added = _dequantize_count(model, rewritten)
+            rewritten, casts, added = _rewritten(model, plan)
             written = write_model(rewritten, target, layout=opts.layout, before_commit=outcome.check)
             size_after, layout = written.size, written.layout
             del rewritten
@@ -273,15 +271,21 @@ def rewrite_bytes(data: BytesLike, options: Optional[Options] = None, **override
             added = 0
             casts: Dict[int, Float16Cast] = {}
         else:
-            casts = _casts(model, plan)
-            rewritten = apply_plan(model, plan, casts)
-            added = _dequantize_count(model, rewritten)
+            rewritten, casts, added = _rewritten(model, plan)
             output, layout = serialize(rewritten, layout=opts.layout)
         outcome.check_bytes(output)
         stats = {b: c.stats for b, c in casts.items() if c.stats is not None}
     report = Report("<bytes>", "<bytes>", len(view), len(output), layout, plan, opts, stats,
                     added, time.perf_counter() - start, outcome.report)
     return output, report
+
+
+def _rewritten(model: TFLiteModel, plan: Plan) -> Tuple[TFLiteModel, Dict[int, Float16Cast], int]:
+    """The rewritten model (its float16 data cast as it is written), the casts by buffer, and the
+    number of DEQUANTIZE ops added."""
+    casts = _casts(model, plan)
+    rewritten = apply_plan(model, plan, casts)
+    return rewritten, casts, _dequantize_count(model, rewritten)
 
 
 def _with_search(source: Any, convert: Callable[[Options], Report], opts: Options, check: Callable[[], Any], verify: bool) -> Report:

@@ -89,6 +89,7 @@ class WidenReport:
 
     def to_dict(self) -> Dict[str, Any]:
         from . import __version__
+        from .report import metadata_to_dict
 
         return {
             "tool": "tflite-fp16", "version": __version__, "operation": "to_float32",
@@ -98,7 +99,7 @@ class WidenReport:
             "dequantize_ops_removed": self.dequantize_ops_removed,
             "operator_codes_removed": self.operator_codes_removed,
             "float16_kept": [{"subgraph": s, "tensor": t, "name": n, "reason": why} for s, t, n, why in self.float16_kept],
-            "metadata": [{"name": c.name, "action": c.action, "before": c.before, "after": c.after} for c in self.metadata],
+            "metadata": [metadata_to_dict(c) for c in self.metadata],
             "seconds": round(self.seconds, 6),
         }
 

@@ -9,18 +9,9 @@ from typing import List, Optional, Sequence
 import flatbuffers
 import numpy as np
 
+from tflite_builder import _int_vector, _table_vector
+
 ADD = 0
-
-
-def _vector_of(builder: flatbuffers.Builder, offsets: Sequence[int]) -> int:
-    builder.StartVector(4, len(offsets), 4)
-    for offset in reversed(offsets):
-        builder.PrependUOffsetTRelative(offset)
-    return builder.EndVector()
-
-
-def _ints(builder: flatbuffers.Builder, values: Sequence[int]) -> int:
-    return builder.CreateNumpyVector(np.asarray(values, "<i4"))
 
 
 def _tensor(builder: flatbuffers.Builder, shape: int, buffer: int, name: int, tensor_type: int = 0) -> int:
@@ -33,7 +24,7 @@ def _tensor(builder: flatbuffers.Builder, shape: int, buffer: int, name: int, te
 
 
 def _operator(builder: flatbuffers.Builder, inputs: Sequence[int], outputs: Sequence[int]) -> int:
-    ins, outs = _ints(builder, inputs), _ints(builder, outputs)
+    ins, outs = _int_vector(builder, inputs), _int_vector(builder, outputs)
     builder.StartObject(14)
     builder.PrependUint32Slot(0, 0, 0)
     builder.PrependUOffsetTRelativeSlot(1, ins, 0)
@@ -42,7 +33,7 @@ def _operator(builder: flatbuffers.Builder, inputs: Sequence[int], outputs: Sequ
 
 
 def _subgraph(builder: flatbuffers.Builder, tensors: int, operators: int, inputs: Sequence[int], outputs: Sequence[int]) -> int:
-    ins, outs = _ints(builder, inputs), _ints(builder, outputs)
+    ins, outs = _int_vector(builder, inputs), _int_vector(builder, outputs)
     builder.StartObject(6)
     builder.PrependUOffsetTRelativeSlot(0, tensors, 0)
     builder.PrependUOffsetTRelativeSlot(1, ins, 0)
@@ -54,7 +45,7 @@ def _subgraph(builder: flatbuffers.Builder, tensors: int, operators: int, inputs
 def _model(builder: flatbuffers.Builder, subgraphs: int, buffers: int) -> bytes:
     builder.StartObject(0)
     code = builder.EndObject()  # OperatorCode: every field default (ADD, version 1)
-    codes = _vector_of(builder, [code])
+    codes = _table_vector(builder, [code])
     builder.StartObject(8)
     builder.PrependUint32Slot(0, 3, 0)
     builder.PrependUOffsetTRelativeSlot(1, codes, 0)
@@ -71,7 +62,7 @@ def _buffers(builder: flatbuffers.Builder, datas: Sequence[Optional[int]]) -> in
         if data is not None:
             builder.PrependUOffsetTRelativeSlot(0, data, 0)
         tables.append(builder.EndObject())
-    return _vector_of(builder, tables)
+    return _table_vector(builder, tables)
 
 
 def repeated_subgraph(subgraphs: int = 10_000, tensor_references: int = 10_000) -> bytes:
@@ -79,12 +70,12 @@ def repeated_subgraph(subgraphs: int = 10_000, tensor_references: int = 10_000) 
     one tensor ``tensor_references`` times: tiny file, 10**8 tables when expanded."""
     builder = flatbuffers.Builder(1 << 16)
     name = builder.CreateString("t")
-    shape = _ints(builder, [1])
+    shape = _int_vector(builder, [1])
     tensor = _tensor(builder, shape, 0, name)
-    tensors = _vector_of(builder, [tensor] * tensor_references)
-    operators = _vector_of(builder, [])
+    tensors = _table_vector(builder, [tensor] * tensor_references)
+    operators = _table_vector(builder, [])
     subgraph = _subgraph(builder, tensors, operators, [0], [0])
-    everything = _vector_of(builder, [subgraph] * subgraphs)
+    everything = _table_vector(builder, [subgraph] * subgraphs)
     return _model(builder, everything, _buffers(builder, [None]))
 
 
@@ -94,7 +85,7 @@ def chain_sharing_one_data_vector(buffers: int, width: int, seed: int = 0) -> by
     builder = flatbuffers.Builder(1 << 20)
     values = (np.random.default_rng(seed).standard_normal(width) * 0.1).astype("<f4")
     data = builder.CreateByteVector(values.tobytes())
-    shape = _ints(builder, [width])
+    shape = _int_vector(builder, [width])
     tensors = [_tensor(builder, shape, 0, builder.CreateString("x"))]
     for i in range(buffers):
         tensors.append(_tensor(builder, shape, i + 1, builder.CreateString(f"c{i}")))
@@ -104,38 +95,38 @@ def chain_sharing_one_data_vector(buffers: int, width: int, seed: int = 0) -> by
     for i in range(buffers):
         source = 0 if i == 0 else buffers + i
         operators.append(_operator(builder, [source, 1 + i], [buffers + 1 + i]))
-    subgraph = _subgraph(builder, _vector_of(builder, tensors), _vector_of(builder, operators), [0], [2 * buffers])
-    return _model(builder, _vector_of(builder, [subgraph]), _buffers(builder, [None] + [data] * buffers))
+    subgraph = _subgraph(builder, _table_vector(builder, tensors), _table_vector(builder, operators), [0], [2 * buffers])
+    return _model(builder, _table_vector(builder, [subgraph]), _buffers(builder, [None] + [data] * buffers))
 
 
 def shared_shape(tensors: int = 200, dimensions: int = 1_000_000) -> bytes:
     """``tensors`` tensors share one shape vector of ``dimensions`` entries."""
     builder = flatbuffers.Builder(1 << 20)
-    shape = _ints(builder, [1] * dimensions)
+    shape = _int_vector(builder, [1] * dimensions)
     name = builder.CreateString("t")
     items = [_tensor(builder, shape, 0, name) for _ in range(tensors)]
-    subgraph = _subgraph(builder, _vector_of(builder, items), _vector_of(builder, []), [0], [0])
-    return _model(builder, _vector_of(builder, [subgraph]), _buffers(builder, [None]))
+    subgraph = _subgraph(builder, _table_vector(builder, items), _table_vector(builder, []), [0], [0])
+    return _model(builder, _table_vector(builder, [subgraph]), _buffers(builder, [None]))
 
 
 def shared_name(tensors: int = 2_000, length: int = 1 << 20) -> bytes:
     """``tensors`` tensors share one name of ``length`` bytes."""
     builder = flatbuffers.Builder(1 << 20)
     name = builder.CreateString("n" * length)
-    shape = _ints(builder, [1])
+    shape = _int_vector(builder, [1])
     items = [_tensor(builder, shape, 0, name) for _ in range(tensors)]
-    subgraph = _subgraph(builder, _vector_of(builder, items), _vector_of(builder, []), [0], [0])
-    return _model(builder, _vector_of(builder, [subgraph]), _buffers(builder, [None]))
+    subgraph = _subgraph(builder, _table_vector(builder, items), _table_vector(builder, []), [0], [0])
+    return _model(builder, _table_vector(builder, [subgraph]), _buffers(builder, [None]))
 
 
 def shared_subgraph_with_a_constant(copies: int = 3) -> bytes:
     """One subgraph (y = x + c, c a float32 constant) listed ``copies`` times in ``Model.subgraphs``."""
     builder = flatbuffers.Builder(1024)
     data = builder.CreateByteVector(np.array([0.5, -1.5, 2.0, 0.25], "<f4").tobytes())
-    shape = _ints(builder, [4])
+    shape = _int_vector(builder, [4])
     tensors = [_tensor(builder, shape, 0, builder.CreateString("x")), _tensor(builder, shape, 1, builder.CreateString("c")),
                _tensor(builder, shape, 0, builder.CreateString("y"))]
     operators = [_operator(builder, [0, 1], [2])]
-    subgraph = _subgraph(builder, _vector_of(builder, tensors), _vector_of(builder, operators), [0], [2])
-    return _model(builder, _vector_of(builder, [subgraph] * copies), _buffers(builder, [None, data]))
+    subgraph = _subgraph(builder, _table_vector(builder, tensors), _table_vector(builder, operators), [0], [2])
+    return _model(builder, _table_vector(builder, [subgraph] * copies), _buffers(builder, [None, data]))
 

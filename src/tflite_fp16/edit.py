@@ -93,15 +93,20 @@ def apply_plan(model: TFLiteModel, plan: Plan, float16_data: Mapping[int, Any]) 
 
     root = model.root
     metadata = list(root.tables("metadata"))
+    changed = {change.name.encode() for change in plan.metadata if change.action != "left"}
+    if changed:
+        # What tensors read: a metadata buffer they share gets a new buffer rather than new bytes.
+        tensor_buffers = {t.get("buffer") for sg in model.subgraphs for t in sg.tables("tensors")}
     if plan.min_runtime_version is not None:
-        metadata, buffers = _raise_min_runtime_version(model, metadata, buffers, plan.min_runtime_version[1])
-    changed = {change.name.encode(): change for change in plan.metadata if change.action != "left"}
+        set_entry(metadata, buffers, tensor_buffers, MIN_RUNTIME_VERSION_KEY,
+                  _raised_version(model, metadata, plan.min_runtime_version[1]))
     if REDUCED_PRECISION_KEY in changed:
         value = FP16_ACCUMULATE_FP16 if plan.fp16_compute else FP16_ACCUMULATE_FP32
         # Before CONVERSION_METADATA, where TensorFlow puts it.
-        set_entry(model, metadata, buffers, REDUCED_PRECISION_KEY, np.frombuffer(value, np.uint8), before=CONVERSION_METADATA_KEY)
+        set_entry(metadata, buffers, tensor_buffers, REDUCED_PRECISION_KEY, np.frombuffer(value, np.uint8),
+                  before=CONVERSION_METADATA_KEY)
     if plan.conversion_metadata is not None:
-        set_entry(model, metadata, buffers, CONVERSION_METADATA_KEY, ConversionMetadataData(plan.conversion_metadata))
+        set_entry(metadata, buffers, tensor_buffers, CONVERSION_METADATA_KEY, ConversionMetadataData(plan.conversion_metadata))
     if metadata:
         root = root.replace(metadata=tuple(metadata))
     root = root.replace(operator_codes=tuple(codes), subgraphs=tuple(subgraphs), buffers=tuple(buffers))
@@ -153,26 +158,9 @@ def _rewrite_subgraph(
     return subgraph.replace(tensors=tuple(tensors), operators=tuple(operators))
 
 
-def _raise_min_runtime_version(
-    model: TFLiteModel, metadata: List[Table], buffers: List[Table], version: str
-) -> Tuple[List[Table], List[Table]]:
-    for m, entry in enumerate(metadata):
-        if entry.get("name") != MIN_RUNTIME_VERSION_KEY:
-            continue
-        b = entry.get("buffer")
-        old = model.buffer_data(b)
-        size = max(16, old.size)
-        data = np.zeros(size, np.uint8)
-        data[: len(version)] = np.frombuffer(version.encode("ascii"), np.uint8)
-        # Model.metadata_buffer (deprecated) lists the same metadata buffers: it is not
-        # another reader, and it should see the raised version too.
-        shared = sum(1 for e in metadata if e.get("buffer") == b) > 1 or any(
-            t.get("buffer") == b for sg in model.subgraphs for t in sg.tables("tensors")
-        )
-        if shared:
-            buffers.append(Table("Buffer", {"data": data}))
-            metadata[m] = entry.replace(buffer=len(buffers) - 1)
-        else:
-            buffers[b] = buffers[b].replace(data=data)
-        break
-    return metadata, buffers
+def _raised_version(model: TFLiteModel, metadata: List[Table], version: str) -> np.ndarray:
+    """The min_runtime_version entry's new bytes: ``version`` zero-padded to the old length, at least 16."""
+    entry = next(e for e in metadata if e.get("name") == MIN_RUNTIME_VERSION_KEY)
+    data = np.zeros(max(16, model.buffer_data(entry.get("buffer")).size), np.uint8)
+    data[: len(version)] = np.frombuffer(version.encode("ascii"), np.uint8)
+    return data

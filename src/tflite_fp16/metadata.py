@@ -20,7 +20,7 @@ The decisions are made in the plan (:func:`plan_metadata`) and applied by
 
 from __future__ import annotations
 
-from typing import Any, List, NamedTuple, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Set, Tuple
 
 import numpy as np
 
@@ -211,10 +211,12 @@ def plan_metadata(model: TFLiteModel, fp16_compute: bool) -> Tuple[Tuple[Metadat
     return tuple(changes), table, tuple(warnings)
 
 
-def set_entry(model: TFLiteModel, metadata: List[Table], buffers: List[Table], key: bytes, data: Any,
+def set_entry(metadata: List[Table], buffers: List[Table], tensor_buffers: Set[int], key: bytes, data: Any,
               before: Optional[bytes] = None) -> None:
     """Point metadata entry ``key`` at ``data`` (appending it, or inserting it before ``before``'s
-    entry, when absent). The entry's buffer is changed in place unless something else reads it."""
+    entry, when absent). The entry's buffer gets the new bytes in place unless something else reads
+    it (another entry, a tensor of ``tensor_buffers``, or the empty buffer 0): then a new buffer.
+    Model.metadata_buffer, the deprecated list of metadata buffers, is not another reader."""
     position = next((m for m, e in enumerate(metadata) if e.get("name") == key), None)
     if position is None:
         buffers.append(Table("Buffer", {"data": data}))
@@ -224,22 +226,13 @@ def set_entry(model: TFLiteModel, metadata: List[Table], buffers: List[Table], k
         return
     entry = metadata[position]
     b = entry.get("buffer")
-    if _buffer_read_elsewhere(model, metadata, b, position):
+    shared = b == 0 or b in tensor_buffers or any(e.get("buffer") == b for m, e in enumerate(metadata) if m != position)
+    if shared:
         buffers.append(Table("Buffer", {"data": data}))
         metadata[position] = entry.replace(buffer=len(buffers) - 1)
     else:
         fields = {k: v for k, v in buffers[b].fields.items() if k not in ("offset", "size")}
         buffers[b] = Table("Buffer", {**fields, "data": data})
-
-
-def _buffer_read_elsewhere(model: TFLiteModel, metadata: List[Table], b: int, position: int) -> bool:
-    """Whether buffer ``b`` is read by another metadata entry or a tensor (Model.metadata_buffer,
-    the deprecated list of metadata buffers, is not another reader)."""
-    if b == 0:
-        return True  # the empty sentinel buffer every tensor without data names
-    if any(e.get("buffer") == b for m, e in enumerate(metadata) if m != position):
-        return True
-    return any(t.get("buffer") == b for sg in model.subgraphs for t in sg.tables("tensors"))
 
 
 def without_float16(model: TFLiteModel, root: Table, float16_left: bool) -> Tuple[Table, Tuple[MetadataChange, ...]]:
@@ -257,7 +250,8 @@ def without_float16(model: TFLiteModel, root: Table, float16_left: bool) -> Tupl
     if table is not None:
         modes = _modes(table)
         new_modes = modes if float16_left else tuple(m for m in modes if m != PTQ_FLOAT16)
-        set_entry(model, kept, buffers, CONVERSION_METADATA_KEY, ConversionMetadataData(with_modes(table, new_modes)))
+        tensor_buffers = {t.get("buffer") for sg in root.tables("subgraphs") for t in sg.tables("tensors")}
+        set_entry(kept, buffers, tensor_buffers, CONVERSION_METADATA_KEY, ConversionMetadataData(with_modes(table, new_modes)))
         changes.append(MetadataChange(CONVERSION_METADATA_KEY.decode(), "updated", f"model_optimization_modes {describe_modes(modes)}",
                                       f"model_optimization_modes {describe_modes(new_modes)}, model_hash of the output"))
     if not changes:

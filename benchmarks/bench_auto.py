@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import tflite_builder as tb  # noqa: E402
 from common import CLI  # noqa: E402
-from tflite_fp16.auto import run_bound  # noqa: E402
+from tflite_fp16.tools.auto import run_bound  # noqa: E402
 
 
 def main() -> int:

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from tflite_fp16.cast import Float16Cast
+from tflite_fp16.conversion.cast import Float16Cast
 
 STEP = 1 << 26  # 64 M values (256 MB) at a time
 

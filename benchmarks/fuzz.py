@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 import fuzzing  # noqa: E402
 import hostile  # noqa: E402
 import tflite_builder as tb  # noqa: E402
-from tflite_fp16.reader import parse_model  # noqa: E402
-from tflite_fp16.writer import to_bytes  # noqa: E402
+from tflite_fp16.format.reader import parse_model  # noqa: E402
+from tflite_fp16.format.writer import to_bytes  # noqa: E402
 
 
 def bases() -> list:  # type: ignore[type-arg]

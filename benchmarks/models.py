@@ -12,8 +12,8 @@ from typing import List
 
 import numpy as np
 
-from tflite_fp16.model import BUILTIN_OPS, Table, TFLiteModel
-from tflite_fp16.writer import serialize_table, write_model
+from tflite_fp16.format.model import BUILTIN_OPS, Table, TFLiteModel
+from tflite_fp16.format.writer import serialize_table, write_model
 
 FULLY_CONNECTED = BUILTIN_OPS["FULLY_CONNECTED"]
 

@@ -247,7 +247,7 @@ def judge(content: bytes, directory: Path, loader: Optional[LiteRTLoader]) -> Ou
     if outcome.kind in ("converted", "unchanged"):
         output = target.read_bytes()
         assert len(output) <= 3 * len(content) + (64 << 10), f"output of {len(output):,} bytes for {len(content):,}"
-        from tflite_fp16.reader import parse_model
+        from tflite_fp16.format.reader import parse_model
 
         parse_model(output)  # our own output reads back
         if loader is not None and outcome.kind == "converted":

@@ -18,8 +18,8 @@ import pytest
 
 import tflite_builder as tb
 from tflite_fp16 import Options, VerificationError, rewrite, rewrite_bytes, verify
-from tflite_fp16.auto import keep_pattern, run_bound
-from tflite_fp16.plan import matches
+from tflite_fp16.tools.auto import keep_pattern, run_bound
+from tflite_fp16.conversion.plan import matches
 from tflite_fp16.verification import PROBES
 
 DATA = Path(__file__).resolve().parent / "data"

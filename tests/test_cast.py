@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tflite_fp16.cast import (
+from tflite_fp16.conversion.cast import (
     BLOCK_ELEMENTS, CHUNK_ELEMENTS, SMALL_ELEMENTS, Float16Cast, cast_batch, cast_statistics, cast_to_float16,
     measure, value_stats,
 )
@@ -175,7 +175,7 @@ def test_every_exponent_and_every_rounding_pattern_matches_numpy() -> None:
     patterns of the other significand bits: 9 million values, bit for bit, through the integer
     rounding itself and through the public cast. (benchmarks/check_cast_exhaustive.py checks
     all 2**32 float32 values.)"""
-    from tflite_fp16.cast import _cast_chunk, _Scratch
+    from tflite_fp16.conversion.cast import _cast_chunk, _Scratch
 
     low = np.arange(1 << 14, dtype=np.uint32)
     patterns = [

@@ -65,7 +65,8 @@ def test_missing_output_argument_is_a_usage_error() -> None:
 
 
 def test_unexpected_error_is_one_line_and_exit_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:  # type: ignore[type-arg]
-    from tflite_fp16 import cli, writer
+    from tflite_fp16 import cli
+    from tflite_fp16.format import writer
 
     def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("simulated bug")

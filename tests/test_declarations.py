@@ -16,9 +16,9 @@ import oracle
 import runtime
 import tflite_builder as tb
 from tflite_fp16 import rewrite, rewrite_bytes
-from tflite_fp16.metadata import model_hash
-from tflite_fp16.reader import read_model
-from tflite_fp16.widen import widen
+from tflite_fp16.conversion.metadata import model_hash
+from tflite_fp16.format.reader import read_model
+from tflite_fp16.tools.widen import widen
 
 DATA = Path(__file__).resolve().parent / "data"
 FP32_MODELS = sorted(p.name.split(".")[0] for p in DATA.glob("*.fp32.tflite"))
@@ -53,7 +53,7 @@ def test_model_hash_is_what_tensorflow_stored(path: Path) -> None:
 
 def test_hash_counts_what_tensorflow_counts() -> None:
     """Each part of the structure moves the hash: operator inputs, a shape, a data length, the counts."""
-    from tflite_fp16.model import Table
+    from tflite_fp16.format.model import Table
 
     def root(inputs=(0, 1), shape=(4,), data=4, outputs=(2,)):  # type: ignore[no-untyped-def]
         tensors = (Table("Tensor", {"shape": np.array(shape, "<i4"), "buffer": 1}), Table("Tensor", {"buffer": 0}))

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 import fuzzing
 import strategies
 import tflite_builder as tb
-from tflite_fp16 import writer
-from tflite_fp16.reader import parse_model
+from tflite_fp16.format import writer
+from tflite_fp16.format.reader import parse_model
 
 DATA = Path(__file__).resolve().parent / "data"
 CORPUS = [p.name for p in sorted(DATA.glob("*.tflite")) if p.stat().st_size < 40_000]
@@ -30,7 +30,7 @@ def loader() -> Iterator[fuzzing.LiteRTLoader]:
 
 def offset_layout(content: bytes) -> bytes:
     """The same model with its buffer data after the flatbuffer (Buffer.offset/size)."""
-    from tflite_fp16.writer import to_bytes
+    from tflite_fp16.format.writer import to_bytes
 
     return to_bytes(parse_model(content), layout="offset")
 
@@ -66,6 +66,6 @@ def test_the_judge_catches_a_leftover_file(tmp_path: Path, monkeypatch: pytest.M
         (Path(path.final).parent / ".tflite-fp16.leak.tmp").write_bytes(b"x")
         return real(model, path, **kwargs)
 
-    monkeypatch.setattr("tflite_fp16.api.write_model", leaky)
+    monkeypatch.setattr("tflite_fp16.pipeline.write_model", leaky)
     with pytest.raises(AssertionError, match="files left behind"):
         fuzzing.judge((DATA / "tiny_mlp.fp32.tflite").read_bytes(), tmp_path, None)

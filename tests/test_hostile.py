@@ -25,9 +25,9 @@ import tflite_builder as tb
 from tflite_fp16 import (
     InputChangedError, InputNotFoundError, InvalidModelError, OutputError, RewriteError, UnsupportedModelError, rewrite,
 )
-from tflite_fp16 import output as output_module
-from tflite_fp16 import writer
-from tflite_fp16.reader import parse_model
+from tflite_fp16.format import paths as output_module
+from tflite_fp16.format import writer
+from tflite_fp16.format.reader import parse_model
 from tflite_fp16.schema import SCHEMA
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -102,7 +102,7 @@ def test_output_over_litert_table_limit_is_refused_before_writing(tmp_path: Path
 
 
 def test_reader_counts_every_use_of_a_table_like_the_verifier(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tflite_fp16 import reader
+    from tflite_fp16.format import reader
 
     monkeypatch.setattr(reader, "MAX_TABLES", 50)
     with pytest.raises(InvalidModelError, match="more than 50 tables"):
@@ -251,9 +251,9 @@ def test_negative_dimension_of_a_constant_is_refused(tmp_path: Path) -> None:
 def test_output_checks_happen_before_any_work_and_name_the_users_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = DATA / "tiny_mlp.fp32.tflite"
     calls = []
-    from tflite_fp16 import api
+    from tflite_fp16 import pipeline
 
-    monkeypatch.setattr(api, "open_model", lambda *a: calls.append(a))  # must not be reached
+    monkeypatch.setattr(pipeline, "open_model", lambda *a: calls.append(a))  # must not be reached
     for target, message in [(tmp_path, "is a directory"), (Path("."), "is a directory"),
                             (tmp_path / "missing" / "out.tflite", "does not exist")]:
         with pytest.raises(OutputError, match=message) as caught:

@@ -14,7 +14,7 @@ import oracle
 import runtime
 import tflite_builder as tb
 from tflite_fp16 import InvalidModelError, RewriteError, rewrite
-from tflite_fp16 import writer
+from tflite_fp16.format import writer
 
 DATA = Path(__file__).resolve().parent / "data"
 MODELS = ["small_cnn", "lstm_seq", "control_flow", "two_signatures"]
@@ -46,7 +46,7 @@ def test_offset_layout_runs_like_the_normal_one(name: str, tmp_path: Path) -> No
 
 @pytest.mark.parametrize("name", MODELS)
 def test_offset_layout_input_is_written_normal_when_it_fits(name: str, tmp_path: Path) -> None:
-    from tflite_fp16.reader import read_model
+    from tflite_fp16.format.reader import read_model
 
     offset_fp32, back, normal = tmp_path / "offset.tflite", tmp_path / "back.tflite", tmp_path / "normal.tflite"
     # The float32 model, laid out with its data after the flatbuffer.
@@ -73,7 +73,7 @@ def test_float32_offset_input_converts(tmp_path: Path) -> None:
     source = DATA / "tiny_mlp.fp32.tflite"
     offset_fp32 = tmp_path / "offset.tflite"
     # Re-lay the float32 model out in the offset layout without converting anything.
-    from tflite_fp16.reader import read_model
+    from tflite_fp16.format.reader import read_model
 
     writer.write_model(read_model(source), offset_fp32, layout="offset")
     assert is_offset_layout(offset_fp32)

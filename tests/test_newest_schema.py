@@ -17,8 +17,8 @@ import oracle
 import runtime
 import tflite_builder as tb
 from tflite_fp16 import InvalidModelError, rewrite, verify
-from tflite_fp16.inspect import inspect_file
-from tflite_fp16.widen import widen
+from tflite_fp16.tools.inspect import inspect_file
+from tflite_fp16.tools.widen import widen
 
 
 def write(tmp_path: Path, model: Any, name: str = "in.tflite") -> Path:

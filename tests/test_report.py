@@ -15,7 +15,7 @@ import tflite
 import oracle
 import tflite_builder as tb
 from tflite_fp16 import Options, rewrite
-from tflite_fp16.plan import REASONS
+from tflite_fp16.conversion.plan import REASONS
 
 DATA = Path(__file__).resolve().parent / "data"
 CONVERTED_FIELDS = {"subgraph", "tensor", "name", "shape", "elements", "saturated", "infinity", "flushed",

@@ -16,7 +16,7 @@ import oracle
 import runtime
 import tflite_builder as tb
 from tflite_fp16 import plan_file, rewrite
-from tflite_fp16.reader import open_model
+from tflite_fp16.format.reader import open_model
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -311,7 +311,7 @@ def test_counts_and_data_over_many_batches_of_small_buffers(tmp_path: Path) -> N
 
 def test_weights_larger_than_a_cast_block_stream_through_the_writer(tmp_path: Path) -> None:
     """A weight bigger than one cast block (8 MiB) is cast block by block on threads while written."""
-    from tflite_fp16.cast import BLOCK_ELEMENTS
+    from tflite_fp16.conversion.cast import BLOCK_ELEMENTS
 
     rows, columns = 1536, 2048
     assert rows * columns > BLOCK_ELEMENTS

@@ -14,7 +14,7 @@ import tflite
 from tflite_fp16.schema import SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
-GENERATOR = ROOT / "schema" / "generate.py"
+GENERATOR = ROOT / "scripts" / "generate_schema.py"
 
 
 def _generator():  # type: ignore[no-untyped-def]
@@ -56,7 +56,7 @@ def _field_methods(cls: type):  # type: ignore[no-untyped-def]
 def test_record_has_every_table_and_field_of_both_packages() -> None:
     """Walk both packages' classes directly (not through the generator): every table and every
     accessor must be in the record."""
-    record = json.loads((ROOT / "schema" / "tflite_schema.json").read_text())
+    record = json.loads((ROOT / "src" / "tflite_fp16" / "schema" / "tflite_schema.json").read_text())
     tables = record["tables"]
     for package, module in _schema_modules():
         seen = 0
@@ -70,7 +70,7 @@ def test_record_has_every_table_and_field_of_both_packages() -> None:
 
 
 def test_record_has_every_enum_value_and_union_member_of_both_packages() -> None:
-    record = json.loads((ROOT / "schema" / "tflite_schema.json").read_text())
+    record = json.loads((ROOT / "src" / "tflite_fp16" / "schema" / "tflite_schema.json").read_text())
     for package, module in _schema_modules():
         for enum, values in record["enums"].items():
             cls = getattr(module, enum)
@@ -113,7 +113,7 @@ def test_slot_counts_match_the_package_builders() -> None:
 
 
 def test_runtime_record_is_the_one_in_schema_dir() -> None:
-    packages = json.loads((ROOT / "schema" / "tflite_schema.json").read_text())["packages"]
+    packages = json.loads((ROOT / "src" / "tflite_fp16" / "schema" / "tflite_schema.json").read_text())["packages"]
     assert set(packages) == {"tflite", "ai-edge-litert"}
     assert all(f"{name} {version}" in SCHEMA.source for name, version in packages.items())
     assert {"Model", "SubGraph", "Tensor", "Operator", "Buffer", "OperatorCode"} <= set(SCHEMA.tables)
@@ -140,9 +140,9 @@ def test_snake_case_spelling_of_schema_fbs() -> None:
 def test_conversion_metadata_record_reads_what_tensorflow_wrote() -> None:
     """Every corpus model carries TensorFlow 2.21's CONVERSION_METADATA: the record reads it whole
     (no field of an unknown slot), with the values TensorFlow writes."""
-    from tflite_fp16.reader import parse_table, read_model
+    from tflite_fp16.format.reader import parse_table, read_model
     from tflite_fp16.schema import CONVERSION_SCHEMA
-    from tflite_fp16.writer import serialize_table
+    from tflite_fp16.format.writer import serialize_table
 
     modes = set(CONVERSION_SCHEMA.enums["ModelOptimizationMode"].values())
     seen = 0

@@ -22,9 +22,9 @@ import strategies
 import tflite_builder as tb
 from test_runtime_properties import runnable_models
 from tflite_fp16 import rewrite
-from tflite_fp16.batch import check_many, rewrite_many
-from tflite_fp16.inspect import inspect_file
-from tflite_fp16.widen import widen, widen_bytes
+from tflite_fp16 import check_many, rewrite_many
+from tflite_fp16.tools.inspect import inspect_file
+from tflite_fp16.tools.widen import widen, widen_bytes
 
 DATA = Path(__file__).resolve().parent / "data"
 FP32_MODELS = sorted(p.name.split(".")[0] for p in DATA.glob("*.fp32.tflite"))
@@ -292,8 +292,8 @@ def test_inspect_reports_the_file(tmp_path: Path) -> None:
 
 
 def test_inspect_layout_appended_zip_features_and_plan(tmp_path: Path) -> None:
-    from tflite_fp16.reader import read_model
-    from tflite_fp16.writer import write_model
+    from tflite_fp16.format.reader import read_model
+    from tflite_fp16.format.writer import write_model
 
     path = tmp_path / "m.tflite"
     write_model(read_model(DATA / "int8_dynrange.int8.tflite"), path, layout="offset")

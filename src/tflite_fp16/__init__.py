@@ -19,13 +19,15 @@ from .errors import (
     MissingDependencyError, OutputError, RewriteError, UnsupportedModelError, VerificationError,
 )
 
+from .version import __version__
+
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import ConvertedTensor, Report, plan_file, rewrite, rewrite_bytes
+    from .api import check_many, plan_file, rewrite, rewrite_bytes, rewrite_many
+    from .conversion.plan import KeptTensor, Plan
     from .options import Options
-    from .plan import KeptTensor, Plan
-    from .batch import check_many, rewrite_many
-    from .inspect import inspect_file
-    from .widen import widen, widen_bytes
+    from .report import ConvertedTensor, Report
+    from .tools.inspect import inspect_file
+    from .tools.widen import widen, widen_bytes
 
 __all__ = [
     "rewrite", "rewrite_bytes", "plan_file", "verify", "Options", "Report", "Plan", "ConvertedTensor", "KeptTensor",
@@ -33,12 +35,11 @@ __all__ = [
     "RewriteError", "InvalidModelError", "UnsupportedModelError", "LossyModelError", "VerificationError",
     "MissingDependencyError", "InvalidInputsError", "InputNotFoundError", "InputChangedError", "OutputError",
 ]
-__version__ = "0.1.0"
-
 _LAZY = {
-    "rewrite": "api", "rewrite_bytes": "api", "plan_file": "api", "Report": "api", "ConvertedTensor": "api",
-    "Options": "options", "Plan": "plan", "KeptTensor": "plan",
-    "rewrite_many": "batch", "check_many": "batch", "widen": "widen", "widen_bytes": "widen", "inspect_file": "inspect",
+    "rewrite": "api", "rewrite_bytes": "api", "plan_file": "api", "rewrite_many": "api", "check_many": "api",
+    "Report": "report", "ConvertedTensor": "report", "Options": "options",
+    "Plan": "conversion.plan", "KeptTensor": "conversion.plan",
+    "widen": "tools.widen", "widen_bytes": "tools.widen", "inspect_file": "tools.inspect",
 }
 
 

@@ -15,7 +15,7 @@ import sys
 import threading
 from typing import Any, Dict, List, Optional, Set, TextIO
 
-from . import __version__
+from .version import __version__
 from .errors import (
     InvalidInputsError, InvalidModelError, LossyModelError, MissingDependencyError, RewriteError,
     UnsupportedModelError, VerificationError,
@@ -212,9 +212,9 @@ def _supervise(argv: List[str]) -> int:
         try:
             for number in _TERMINATION:
                 signal.signal(number, _raise_once)
-            from . import output
+            from .format import paths
 
-            output.temp_listeners.append(lambda event, path: _report(write_end, event, path))
+            paths.temp_listeners.append(lambda event, path: _report(write_end, event, path))
             status = main(argv)
         except SystemExit as exit_:  # argparse: --help, --version, usage errors
             status = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else EXIT_BAD_INPUT)
@@ -284,9 +284,9 @@ def _collect(read_end: int, temporaries: Set[str]) -> None:
 
 
 def _main(argv: Optional[List[str]]) -> int:
-    from .output import _pause_for_tests
+    from .format.paths import pause_for_tests
 
-    _pause_for_tests("start")
+    pause_for_tests("start")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["inspect"]:
         return _inspect(argv[1:])
@@ -329,7 +329,7 @@ def _single(args: argparse.Namespace, options: Options) -> int:
     human: TextIO = sys.stderr if args.json == "-" else sys.stdout
     try:
         if args.to == "float32":
-            from .widen import widen
+            from .tools.widen import widen
 
             report: Any = widen(source, target, layout=options.layout)
         else:
@@ -379,7 +379,7 @@ def _failed(args: argparse.Namespace, error: BaseException, status: int) -> int:
 
 
 def _batch(args: argparse.Namespace, options: Options, parser: argparse.ArgumentParser) -> int:
-    from .batch import rewrite_many
+    from .api import rewrite_many
 
     human: TextIO = sys.stderr if args.json == "-" else sys.stdout
 
@@ -418,7 +418,7 @@ def _batch_table(results: List[Any]) -> List[str]:
 
 
 def _check(args: argparse.Namespace, options: Options) -> int:
-    from .batch import check_many
+    from .api import check_many
 
     human: TextIO = sys.stderr if args.json == "-" else sys.stdout
     results = check_many(args.paths, options)
@@ -446,7 +446,7 @@ def _inspect(argv: List[str]) -> int:
     parser.add_argument("--json", action="store_true", help="print everything as JSON (documented in the README)")
     args = parser.parse_args(argv)
     try:
-        from .inspect import inspect_file, render
+        from .tools.inspect import inspect_file, render
 
         info = inspect_file(args.model)
     except _BAD_INPUT as error:

@@ -14,7 +14,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Tuple, Union
 
-__all__ = ["Options", "LOSSY_POLICIES", "LAYOUTS", "DEFAULT_MAX_CAST_ERROR", "DEFAULT_TOLERANCE", "read_keep_file"]
+from .keepfile import read_keep_file
+
+__all__ = ["DEFAULT_MAX_CAST_ERROR", "DEFAULT_TOLERANCE", "LAYOUTS", "LOSSY_POLICIES", "Options"]
 
 LOSSY_POLICIES = ("keep", "convert", "error")
 LAYOUTS = ("auto", "normal", "offset")
@@ -69,7 +71,7 @@ class Options:
     ``probes=True`` runs the probes as well as ``inputs`` (``None``: the probes
     only when there are no inputs). ``auto`` searches the constants to keep float32 so that every output stays
     within ``tolerance`` on ``inputs`` and the probes (see
-    :mod:`tflite_fp16.auto`); ``save_keep`` writes the names it chose to a
+    :mod:`tflite_fp16.tools.auto`); ``save_keep`` writes the names it chose to a
     file, which ``keep_from`` reads back (one name or pattern a line) to
     convert the same way without LiteRT. ``progress`` shows the search's (and a
     batch's) progress on stderr when it is a terminal.
@@ -134,25 +136,9 @@ class Options:
         return dataclasses.replace(base, **overrides) if overrides else base
 
 
-def read_keep_file(path: "str | os.PathLike[str]") -> Tuple[str, ...]:
-    """The patterns of a keep file: one tensor name or ``fnmatch`` pattern a line; blank lines
-    and lines starting with ``#`` are ignored."""
-    from .errors import InvalidInputsError
-    from .text import quote
-
-    try:
-        with open(path, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
-    except FileNotFoundError:
-        raise InvalidInputsError(f"keep file {quote(os.fspath(path))}: no such file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InvalidInputsError(f"keep file {quote(os.fspath(path))} cannot be read: {error}") from None
-    return tuple(line for line in lines if line.strip() and not line.startswith("#"))
-
-
 def _normalise_op(name: str) -> str:
     """``"resize_bilinear"`` -> ``"RESIZE_BILINEAR"``; ``"custom:MyOp"`` -> ``"CUSTOM:MyOp"``; unknown names refused."""
-    from .model import BUILTIN_OPS  # the schema record; imported here to keep this module light
+    from .format.model import BUILTIN_OPS  # the schema record; imported here to keep the command's start light
 
     if name.upper().startswith("CUSTOM:"):
         custom = name[len("CUSTOM:"):]

@@ -1,4 +1,5 @@
-"""Render a :class:`~tflite_fp16.api.Report` as text (for people) and as JSON-ready data.
+"""What a conversion did: the :class:`Report`, and its rendering as text (for people) and
+as JSON-ready data.
 
 JSON has no infinity or NaN: such numbers are written as the strings
 ``"inf"``, ``"-inf"`` and ``"nan"``.
@@ -8,27 +9,163 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Protocol, Tuple
 
+from .conversion.cast import CastStats
+from .conversion.plan import KeptTensor, Plan
+from .options import Options
+from .text import json_number as number
 from .text import quote
+from .verification import VerifyReport
+from .version import __version__
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .api import ConvertedTensor, Report
-    from .plan import KeptTensor
-
-__all__ = ["report_to_dict", "verification_to_dict", "search_to_dict", "render_text", "dumps", "NOTABLE_LINES"]
+__all__ = [
+    "NOTABLE_LINES", "ConvertedTensor", "Report", "SearchOutcome", "dumps", "render_text", "report_to_dict",
+    "verification_to_dict",
+]
 
 NOTABLE_LINES = 5  # per-tensor lines shown by default before "and N more"
 
 
-def number(value: float) -> Any:
-    """A float as JSON can hold it: non-finite values become strings."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
+class SearchOutcome(Protocol):
+    """What a report needs of a tolerance search's result (:class:`~tflite_fp16.tools.auto.SearchResult`)."""
+
+    def summary(self) -> str: ...
+
+    def to_dict(self) -> Dict[str, Any]: ...
 
 
-def _converted(entry: "ConvertedTensor") -> Dict[str, Any]:
+class ConvertedTensor(NamedTuple):
+    """A tensor that became FLOAT16, and what the cast did to its values."""
+
+    subgraph: int
+    tensor: int
+    name: str
+    shape: Tuple[int, ...]
+    elements: int
+    buffer: int  # the input's buffer index
+    saturated: int  # values beyond +-65504, now +-65504
+    infinity: bool  # an infinity was among the saturated values
+    flushed: int  # non-zero values that became zero
+    max_abs_error: float
+    rel_l2_error: float
+    lossy: str  # why the cast is lossy (converted under lossy="convert"); "" otherwise
+
+
+@dataclass(frozen=True)
+class Report:
+    """What :func:`rewrite` did (or, for a dry run, would do), tensor by tensor."""
+
+    input: str
+    output: Optional[str]  # None for a dry run
+    size_before: int
+    size_after: Optional[int]  # None for a dry run
+    layout: Optional[str]  # "normal" or "offset" (buffer data after the flatbuffer); None for a dry run
+    plan: Plan
+    options: Options
+    cast_stats: Mapping[int, CastStats] = field(default_factory=dict, repr=False)  # by input buffer index
+    dequantize_ops_added: int = 0
+    seconds: float = 0.0
+    verification: Optional[VerifyReport] = None  # when options.verify
+    search: Optional[SearchOutcome] = None  # the tolerance search's result, when options.auto
+
+    @property
+    def dry_run(self) -> bool:
+        return self.output is None
+
+    @property
+    def unchanged(self) -> bool:
+        """Nothing was converted: the output holds the input's bytes."""
+        return not self.plan.conversions
+
+    @property
+    def tensors_converted(self) -> int:
+        return len(self.plan.tensors)
+
+    @cached_property
+    def converted(self) -> Tuple[ConvertedTensor, ...]:
+        """Every tensor that became FLOAT16, in (subgraph, tensor) order."""
+        entries = []
+        for conversion in self.plan.conversions:
+            stats = self.cast_stats.get(conversion.buffer)
+            for ref in conversion.tensors:
+                entries.append(
+                    ConvertedTensor(
+                        ref.subgraph, ref.tensor, ref.name, ref.shape, conversion.elements, conversion.buffer,
+                        stats.saturated if stats else 0, bool(stats and stats.infinities), stats.flushed if stats else 0,
+                        stats.max_abs_error if stats else math.nan, stats.rel_l2_error if stats else math.nan,
+                        conversion.lossy,
+                    )
+                )
+        entries.sort(key=lambda e: (e.subgraph, e.tensor))
+        return tuple(entries)
+
+    @property
+    def kept(self) -> Tuple[KeptTensor, ...]:
+        """Every FLOAT32 constant that stays FLOAT32, with its reason."""
+        return self.plan.kept
+
+    @property
+    def saturated(self) -> int:
+        return sum(s.saturated for s in self.cast_stats.values())
+
+    @property
+    def flushed(self) -> int:
+        return sum(s.flushed for s in self.cast_stats.values())
+
+    @property
+    def min_runtime_version(self) -> Tuple[Optional[str], Optional[str]]:
+        """(before, after) of the min_runtime_version metadata (None when the model has none)."""
+        before = self.plan.runtime_version
+        raised = self.plan.min_runtime_version
+        return before, (raised[1] if raised and not self.dry_run and self.plan.conversions else before)
+
+    @property
+    def warnings(self) -> Tuple[str, ...]:
+        """Options that matched nothing, and every lossy tensor converted anyway."""
+        lossy = tuple(
+            f"lossy constant converted: subgraph {t.subgraph} tensor {t.tensor} {quote(t.name)}: {c.lossy}"
+            for c in self.plan.lossy_conversions
+            for t in c.tensors
+        )
+        return self.plan.warnings + lossy
+
+    def summary(self) -> str:
+        """One line: what was converted, sizes, and totals of saturated and flushed values."""
+        if not self.plan.conversions:
+            line = self.plan.nothing_to_convert()
+            if not self.dry_run:
+                line += "; input copied unchanged" if self.output != self.input else "; file left unchanged"
+            return line
+        kept = len(self.plan.kept)
+        lossy = self.plan.kept_by_reason().get("lossy", 0)
+        verb = "would be converted" if self.dry_run else "converted"
+        count = self.tensors_converted
+        line = f"{count} tensor{'s' if count != 1 else ''} {verb} to float16"
+        if kept:
+            line += f", {kept} kept float32" + (f" ({lossy} lossy)" if lossy else "")
+        if self.dry_run:
+            line += f" (dry run, nothing written); input {self.size_before:,} bytes"
+        else:
+            line += f"; {self.size_before:,} -> {self.size_after:,} bytes"
+            if self.size_before:
+                line += f" ({100.0 * (self.size_after or 0) / self.size_before:.1f}%)"
+            if self.layout == "offset":
+                line += "; buffer data after the flatbuffer (offset layout)"
+        if self.saturated:
+            line += f"; {self.saturated} values beyond +-65504 saturated"
+        if self.flushed:
+            line += f"; {self.flushed} tiny values became 0"
+        return line
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The report as JSON-ready data (documented in the README)."""
+        return report_to_dict(self)
+
+
+def _converted(entry: ConvertedTensor) -> Dict[str, Any]:
     return {
         "subgraph": entry.subgraph,
         "tensor": entry.tensor,
@@ -44,7 +181,7 @@ def _converted(entry: "ConvertedTensor") -> Dict[str, Any]:
     }
 
 
-def _kept(entry: "KeptTensor") -> Dict[str, Any]:
+def _kept(entry: KeptTensor) -> Dict[str, Any]:
     return {
         "subgraph": entry.tensor.subgraph,
         "tensor": entry.tensor.tensor,
@@ -56,7 +193,7 @@ def _kept(entry: "KeptTensor") -> Dict[str, Any]:
     }
 
 
-def verification_to_dict(verification: Any) -> Optional[Dict[str, Any]]:
+def verification_to_dict(verification: Optional[VerifyReport]) -> Optional[Dict[str, Any]]:
     if verification is None:
         return None
     return {
@@ -82,10 +219,8 @@ def verification_to_dict(verification: Any) -> Optional[Dict[str, Any]]:
     }
 
 
-def report_to_dict(report: "Report") -> Dict[str, Any]:
+def report_to_dict(report: Report) -> Dict[str, Any]:
     """Every field of the JSON report (see the README's "JSON report" section)."""
-    from . import __version__
-
     options = report.options
     before, after = report.min_runtime_version
     data: Dict[str, Any] = {
@@ -107,7 +242,7 @@ def report_to_dict(report: "Report") -> Dict[str, Any]:
             "kept_by_reason": report.plan.kept_by_reason(),
             "dequantize_ops_added": report.dequantize_ops_added,
             "min_runtime_version": {"before": before, "after": after},
-            "metadata": [metadata_to_dict(c) for c in report.plan.metadata if c.action != "left"],
+            "metadata": [c.to_dict() for c in report.plan.metadata if c.action != "left"],
             "warnings": list(report.warnings),
             "options": {
                 "lossy": options.lossy,
@@ -121,39 +256,16 @@ def report_to_dict(report: "Report") -> Dict[str, Any]:
             },
             "seconds": round(report.seconds, 6),
             "verify": verification_to_dict(report.verification),
-            "auto": search_to_dict(report.search),
+            "auto": report.search.to_dict() if report.search is not None else None,
         }
     )
     return data
-
-
-def metadata_to_dict(change: Any) -> Dict[str, Any]:
-    """One metadata entry the conversion changes (a dry run: would change)."""
-    return {"name": change.name, "action": change.action, "before": change.before, "after": change.after}
 
 
 def metadata_line(change: Any, dry_run: bool) -> str:
     before = f" (was {change.before})" if change.before is not None else ""
     after = f": {change.after}" if change.after is not None else ""
     return f"  metadata {change.name} {'would be ' if dry_run else ''}{change.action}{after}{before}"
-
-
-def search_to_dict(search: Any) -> Optional[Dict[str, Any]]:
-    if search is None:
-        return None
-    return {
-        "tolerance": search.tolerance,
-        "candidates": search.candidates,
-        "runs": search.runs,
-        "default_rel_l2_error": number(search.default_error),
-        "bytes_kept_float32": search.bytes_kept,
-        "kept": [
-            {"tensors": [{"subgraph": t.subgraph, "tensor": t.tensor, "name": t.name} for t in c.tensors],
-             "bytes": c.bytes_saved, "rel_l2_error_alone": number(c.error_alone), "worst": c.worst}
-            for c in search.chosen
-        ],
-        "patterns": list(search.patterns),
-    }
 
 
 def dumps(data: Any) -> str:
@@ -165,7 +277,7 @@ def _g(value: float) -> str:
     return f"{value:.3g}"
 
 
-def converted_line(entry: "ConvertedTensor") -> str:
+def converted_line(entry: ConvertedTensor) -> str:
     line = (
         f"  converted subgraph {entry.subgraph} tensor {entry.tensor} {quote(entry.name)} {list(entry.shape)}: "
         f"{entry.elements} values, max abs error {_g(entry.max_abs_error)}, rel L2 {_g(entry.rel_l2_error)}"
@@ -179,12 +291,12 @@ def converted_line(entry: "ConvertedTensor") -> str:
     return line
 
 
-def kept_line(entry: "KeptTensor") -> str:
+def kept_line(entry: KeptTensor) -> str:
     ref = entry.tensor
     return f"  kept float32 subgraph {ref.subgraph} tensor {ref.tensor} {quote(ref.name)} ({entry.reason}): {entry.detail}"
 
 
-def render_text(report: "Report", verbosity: int = 0) -> Tuple[List[str], List[str]]:
+def render_text(report: Report, verbosity: int = 0) -> Tuple[List[str], List[str]]:
     """(lines for stdout, warning lines for stderr). ``verbosity``: -1 quiet, 0 default, 1 every tensor."""
     if verbosity < 0:
         return [], []

@@ -1,8 +1,12 @@
-"""Quoting names that come from a model file before they reach a message or a terminal."""
+"""Text that leaves the tool: names from a model file quoted before they reach a message or a
+terminal, and numbers as JSON can hold them."""
 
 from __future__ import annotations
 
-__all__ = ["quote"]
+import math
+from typing import Union
+
+__all__ = ["json_number", "quote"]
 
 _ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -33,3 +37,10 @@ def quote(name: str, limit: int = 200) -> str:
         else:
             out.append(f"\\U{ord(char):08x}")
     return "'" + "".join(out) + "'"
+
+
+def json_number(value: float) -> Union[float, str]:
+    """A float as JSON can hold it: non-finite values become the strings ``"inf"``, ``"-inf"``, ``"nan"``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value

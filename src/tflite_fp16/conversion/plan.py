@@ -43,11 +43,11 @@ from typing import Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
 import numpy as np
 
 from .cast import FLOAT16_MAX, FLOAT16_MIN_NORMAL, CastStats, ValueStats, cast_statistics, value_stats
-from .errors import InvalidModelError, LossyModelError
-from .model import BUILTIN_OPS, DENSIFY, DEQUANTIZE, FLOAT32, TENSOR_TYPES, Table, TFLiteModel, detail_references, op_of
+from ..errors import InvalidModelError, LossyModelError
+from ..format.model import BUILTIN_OPS, DENSIFY, DEQUANTIZE, FLOAT32, TENSOR_TYPES, Table, TFLiteModel, detail_references, op_of
 from .metadata import MetadataChange, plan_metadata
-from .options import Options
-from .text import quote
+from ..options import Options
+from ..text import quote
 
 __all__ = [
     "TensorRef", "BufferConversion", "KeptTensor", "Plan", "make_plan", "REASONS",

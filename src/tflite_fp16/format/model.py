@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from .schema import SCHEMA, TABLES
+from ..schema import SCHEMA, TABLES
 
 __all__ = ["Table", "TFLiteModel", "TENSOR_TYPES", "BUILTIN_OPS", "op_of", "detail_references"]
 

@@ -20,13 +20,15 @@ The decisions are made in the plan (:func:`plan_metadata`) and applied by
 
 from __future__ import annotations
 
-from typing import Any, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from .errors import RewriteError
-from .model import Table, TFLiteModel
-from .schema import CONVERSION_SCHEMA
+from ..errors import RewriteError
+from ..format.model import Table, TFLiteModel
+from ..format.reader import parse_table
+from ..format.writer import serialize_table
+from ..schema import CONVERSION_SCHEMA
 
 __all__ = [
     "REDUCED_PRECISION_KEY", "CONVERSION_METADATA_KEY", "FP16_ACCUMULATE_FP32", "FP16_ACCUMULATE_FP16", "PTQ_FLOAT16",
@@ -52,6 +54,10 @@ class MetadataChange(NamedTuple):
     action: str
     before: Optional[str]
     after: Optional[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The change as JSON-ready data (the reports' ``metadata[]`` entries)."""
+        return {"name": self.name, "action": self.action, "before": self.before, "after": self.after}
 
 
 def _combine_all(items: List[int]) -> int:
@@ -119,16 +125,22 @@ class ConversionMetadataData:
     is written into: the writer renders it (:meth:`render`) once the layout is chosen. Its
     length does not depend on the hash (the field is always written)."""
 
-    def __init__(self, table: Table) -> None:
-        from .writer import serialize_table
+    groupable = False
 
+    def __init__(self, table: Table) -> None:
         environment = table.fields.get("environment", Table("Environment", {}))
         self.table = table.replace(environment=environment.replace(model_hash=0))
         self.nbytes = len(serialize_table(self.table))
 
-    def render(self, root: Table, layout: str) -> np.ndarray:
-        from .writer import serialize_table
+    @classmethod
+    def prepare_group(cls, items: Sequence["ConversionMetadataData"]) -> None:
+        pass
 
+    def chunks(self, context: Any) -> Iterator[np.ndarray]:
+        """The entry's bytes, with the hash of ``context.root`` written in ``context.layout``."""
+        yield self.render(context.root, context.layout)
+
+    def render(self, root: Table, layout: str) -> np.ndarray:
         environment = self.table.fields["environment"]
         table = self.table.replace(environment=environment.replace(model_hash=model_hash(root, layout)))
         data = serialize_table(table)
@@ -148,8 +160,6 @@ def _entry(model: TFLiteModel, key: bytes) -> Tuple[Optional[int], Optional[Tabl
 
 def read_conversion_metadata(model: TFLiteModel) -> Tuple[Optional[Table], str]:
     """The model's CONVERSION_METADATA table, or None and why not ('' when the entry is absent)."""
-    from .reader import parse_table
-
     _, entry = _entry(model, CONVERSION_METADATA_KEY)
     if entry is None:
         return None, ""

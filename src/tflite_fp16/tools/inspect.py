@@ -14,14 +14,16 @@ import zipfile
 from collections import Counter, defaultdict
 from typing import Any, Dict, List, Optional, Union
 
-from .api import _existing, _pool, _quiet_gc
-from .errors import RewriteError
-from .model import BUILTIN_OPS, DEQUANTIZE, FLOAT16, TFLiteModel, op_of
-from .options import Options
-from .plan import OP_NAMES, TYPE_NAMES, make_plan
-from .reader import open_model, parse_table
-from .schema import CONVERSION_SCHEMA
-from .text import quote
+from ..conversion.plan import OP_NAMES, TYPE_NAMES, make_plan
+from ..errors import RewriteError
+from ..format.model import BUILTIN_OPS, DEQUANTIZE, FLOAT16, TFLiteModel, op_of
+from ..format.paths import existing_input
+from ..format.reader import open_model, parse_table
+from ..options import Options
+from ..schema import CONVERSION_SCHEMA
+from ..text import quote
+from ..version import __version__
+from ..work import gc_paused, thread_pool
 
 __all__ = ["inspect_file", "inspect_model", "render"]
 
@@ -193,7 +195,7 @@ def inspect_model(model: TFLiteModel, size: int, options: Optional[Options] = No
     info["metadata"] = metadata
 
     try:
-        with _pool() as executor:
+        with thread_pool() as executor:
             plan = make_plan(model, options or Options(), executor)
         info["rewrite"] = {
             "tensors_converted": len(plan.tensors),
@@ -213,11 +215,9 @@ def inspect_file(path: PathLike, options: Optional[Options] = None) -> Dict[str,
     >>> inspect_file("model.tflite")["rewrite"]["tensors_converted"]    # doctest: +SKIP
     10
     """
-    from . import __version__
-
-    path = _existing(path)
+    path = existing_input(path)
     size = os.path.getsize(path)
-    with _quiet_gc(), open_model(path) as model:
+    with gc_paused(), open_model(path) as model:
         info = inspect_model(model, size, options)
     return {"tool": "tflite-fp16", "version": __version__, "file": os.fspath(path), **info}
 

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Set, Tuple
 
 import numpy as np
 
-from .model import DEQUANTIZE, FLOAT16, FLOAT32, Table, TFLiteModel
+from ..format.model import DEQUANTIZE, FLOAT16, FLOAT32, Table, TFLiteModel
 from .metadata import (CONVERSION_METADATA_KEY, FP16_ACCUMULATE_FP16, FP16_ACCUMULATE_FP32, REDUCED_PRECISION_KEY,
                        ConversionMetadataData, set_entry)
 from .plan import DEQUANTIZE_MIN_VERSION, MIN_RUNTIME_VERSION_KEY, Plan

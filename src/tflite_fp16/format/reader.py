@@ -17,9 +17,9 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import InvalidModelError, UnsupportedModelError
+from ..errors import InvalidModelError, UnsupportedModelError
 from .model import Table, TFLiteModel, detail_references
-from .schema import NUMPY_DTYPES, SCALAR_FORMATS, SCHEMA, FieldSpec, Schema, TableSpec
+from ..schema import NUMPY_DTYPES, SCALAR_FORMATS, SCHEMA, FieldSpec, Schema, TableSpec
 
 __all__ = ["read_model", "open_model", "parse_model", "parse_table"]
 

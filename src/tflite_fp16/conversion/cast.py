@@ -443,6 +443,10 @@ class Float16Cast:
     comes from :meth:`blocks` (or :meth:`array`, for small buffers and tests);
     once it has been produced, :attr:`stats` says what the cast did.
     ``values`` are the buffer's :class:`ValueStats` when already known.
+
+    It is the writer's :class:`~tflite_fp16.format.writer.DeferredData`: small
+    casts are ``groupable`` (cast in batches, :meth:`prepare_group`), and
+    :meth:`chunks` yields the blocks and then forgets them.
     """
 
     __slots__ = ("source", "nbytes", "values", "stats", "pinned", "_array")
@@ -466,6 +470,19 @@ class Float16Cast:
                 self._array, stats = _cast_block(self.source, self.values)
                 self.stats = stats.finished(_block_sum_squares(self.values))
         return self._array
+
+    @property
+    def groupable(self) -> bool:
+        return self.source.size <= SMALL_ELEMENTS
+
+    @classmethod
+    def prepare_group(cls, items: Sequence["Float16Cast"]) -> None:
+        cast_batch(items)
+
+    def chunks(self, context: Any) -> Iterator[np.ndarray]:
+        """The float16 data block by block on ``context.executor``, forgotten once written."""
+        yield from self.blocks(context.executor)
+        self.release()
 
     def release(self) -> None:
         """Forget the float16 data once it is written (the stats stay), unless pinned."""

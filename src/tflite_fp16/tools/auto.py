@@ -23,8 +23,9 @@ model does. The search (``--auto``, ``rewrite(..., auto=True)``):
 So at most 2N + ceil(log2 N) + 2 runs for N converted buffers, each run one
 model built in memory from the same plan and casts, and run on every sample.
 The original's outputs are computed once. Only the chosen buffers stay
-float32; the file is then written by the normal rewrite, with the chosen
-tensor names as keep patterns and ``verify=True``.
+float32. :func:`search` returns the result; the caller converts with
+:meth:`SearchResult.final_options` (the chosen tensor names as keep patterns,
+``verify=True``).
 """
 
 from __future__ import annotations
@@ -37,17 +38,20 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Dict, Sequence, Tuple, Union
 
-from .api import _casts, _pool, _quiet_gc
-from .edit import apply_plan
-from .errors import VerificationError
-from .model import TFLiteModel
-from .options import Options
-from .plan import BufferConversion, Plan, TensorRef, make_plan
-from .reader import open_model, parse_model
-from .text import quote
-from .writer import serialize
+from ..conversion.edit import apply_plan
+from ..conversion.plan import BufferConversion, Plan, TensorRef, make_plan
+from ..errors import VerificationError
+from ..format.model import TFLiteModel
+from ..format.reader import open_model, parse_model
+from ..format.writer import serialize
+from ..keepfile import write_keep_file as write_patterns
+from ..options import Options
+from ..pipeline import float16_casts
+from ..text import json_number, quote
+from ..verification import Verifier
+from ..work import gc_paused, thread_pool
 
-__all__ = ["search", "relabel", "SearchResult", "SearchChoice", "run_bound", "keep_pattern", "write_keep_file"]
+__all__ = ["SearchChoice", "SearchResult", "keep_pattern", "relabel", "run_bound", "search", "write_keep_file"]
 
 Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
 
@@ -80,6 +84,28 @@ class SearchResult:
         """Bytes float16 would have saved on the buffers kept float32."""
         return sum(c.bytes_saved for c in self.chosen)
 
+    def final_options(self, options: Options, verify: bool) -> Options:
+        """``options`` for the final conversion: the chosen tensors kept, verified (``verify``) on
+        the samples the search ran, and no search."""
+        return dataclasses.replace(options, auto=False, save_keep=None, keep=options.keep + self.patterns, verify=verify,
+                                   probes=True)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The search as JSON-ready data (the report's ``auto`` section)."""
+        return {
+            "tolerance": self.tolerance,
+            "candidates": self.candidates,
+            "runs": self.runs,
+            "default_rel_l2_error": json_number(self.default_error),
+            "bytes_kept_float32": self.bytes_kept,
+            "kept": [
+                {"tensors": [{"subgraph": t.subgraph, "tensor": t.tensor, "name": t.name} for t in c.tensors],
+                 "bytes": c.bytes_saved, "rel_l2_error_alone": json_number(c.error_alone), "worst": c.worst}
+                for c in self.chosen
+            ],
+            "patterns": list(self.patterns),
+        }
+
     def summary(self) -> str:
         if not self.chosen:
             return (f"auto: the conversion meets tolerance {self.tolerance:g} as it is "
@@ -105,10 +131,9 @@ def keep_pattern(name: str) -> str:
 
 def write_keep_file(path: "str | os.PathLike[str]", result: SearchResult) -> None:
     """Write the names the search kept float32, one a line (what ``keep_from`` reads)."""
-    lines = [f"# tflite-fp16 --auto --tolerance {result.tolerance:g}: {len(result.patterns)} tensor names kept float32"]
-    lines += list(result.patterns)
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
+    header = f"tflite-fp16 --auto --tolerance {result.tolerance:g}: {len(result.patterns)} tensor names kept float32"
+    write_patterns(path, header, result.patterns)
+
 
 
 def _worst(report: Any) -> Tuple[float, str]:
@@ -161,12 +186,10 @@ def search(source: Source, options: Options) -> SearchResult:
     Raises :class:`~tflite_fp16.errors.VerificationError` when even the all-float32 model
     does not meet the tolerance (nothing can).
     """
-    from .verification import Verifier
-
     plain = dataclasses.replace(options, auto=False, verify=False, save_keep=None)  # what to convert, as without the search
     original = bytes(memoryview(source).cast("B")) if isinstance(source, (bytes, bytearray, memoryview)) else os.fspath(source)
     verifier = Verifier(original, options.inputs, probes=True, tolerance=options.tolerance)
-    with _quiet_gc(), _pool() as executor:
+    with gc_paused(), thread_pool() as executor:
         if isinstance(original, bytes):
             return _search(parse_model(original), original, plain, verifier, executor)
         with open_model(original) as model:
@@ -178,7 +201,7 @@ def _search(model: TFLiteModel, original: Any, options: Options, verifier: Any, 
     conversions = plan.conversions
     if not conversions:
         return SearchResult(options.tolerance, (), 0, 0, 0.0, ())
-    casts = _casts(model, plan)
+    casts = float16_casts(model, plan)
     for cast in casts.values():
         cast.pinned = True
         cast.array()

@@ -1,4 +1,7 @@
-"""Where the output goes, and how it gets there safely.
+"""Where the input comes from and the output goes, and how the output gets there safely.
+
+* :func:`existing_input` and :func:`file_identity`: the input exists, and what changes when
+  another program writes, replaces or truncates it while it is read.
 
 * :func:`check_output` runs before any conversion work: the path must name a
   file (not a directory, FIFO or device) in an existing, writable directory.
@@ -28,10 +31,13 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, List, Optional, TypeVar, Union
 
-from .errors import OutputError
-from .text import quote
+from ..errors import InputNotFoundError, OutputError
+from ..text import quote
 
-__all__ = ["OutputTarget", "check_output", "atomic_write", "TEMP_PREFIX", "temp_listeners"]
+__all__ = [
+    "TEMP_PREFIX", "OutputTarget", "atomic_write", "check_output", "existing_input", "file_identity", "pause_for_tests",
+    "same_file", "temp_listeners",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
 TEMP_PREFIX = ".tflite-fp16."
@@ -56,6 +62,33 @@ class OutputTarget:
     @property
     def directory(self) -> str:
         return os.path.dirname(self.final) or "."
+
+
+def existing_input(path: PathLike) -> PathLike:
+    """``path``, when it exists; :class:`InputNotFoundError` when not."""
+    if not os.path.exists(path):
+        raise InputNotFoundError(f"{quote(os.fspath(path))}: no such file")
+    return path
+
+
+def file_identity(path: PathLike, missing_ok: bool = False) -> tuple[int, ...]:
+    """(size, modification time, inode, device): what changes when a file is written, replaced or
+    truncated. A missing file is ``()`` with ``missing_ok``, else :class:`InputNotFoundError`."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if missing_ok:
+            return ()
+        raise InputNotFoundError(f"{quote(os.fspath(path))}: no such file") from None
+    return info.st_size, info.st_mtime_ns, info.st_ino, info.st_dev
+
+
+def same_file(a: PathLike, b: PathLike) -> bool:
+    """Whether ``a`` and ``b`` name the same existing file."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _fail(path: str, message: str, cause: Optional[OSError] = None) -> OutputError:
@@ -152,7 +185,7 @@ class _Durable:
         self.handle.flush()
 
 
-def _pause_for_tests(point: str) -> None:
+def pause_for_tests(point: str) -> None:
     """A seam for the signal tests: with TFLITE_FP16_TEST_PAUSE=<point>:<flag file>, create the
     flag file at ``point`` and wait (at most 60 s) until the test removes it."""
     setting = os.environ.get("TFLITE_FP16_TEST_PAUSE", "")
@@ -181,7 +214,7 @@ def atomic_write(target: OutputTarget, fill: Callable[[BinaryIO], _T], before_co
     try:
         try:
             with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
-                _pause_for_tests("write")
+                pause_for_tests("write")
                 result = fill(_Durable(handle))  # type: ignore[arg-type]
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -192,7 +225,7 @@ def atomic_write(target: OutputTarget, fill: Callable[[BinaryIO], _T], before_co
             raise _fail(target.path, error.strerror or str(error), error) from None
         if before_commit is not None:
             before_commit(temporary)
-        _pause_for_tests("commit")
+        pause_for_tests("commit")
         try:
             os.replace(temporary, target.final)
         except OSError as error:

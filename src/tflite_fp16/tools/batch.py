@@ -1,16 +1,11 @@
-"""Many models at once: convert a folder, guard a pipeline.
+"""Many models at once: the files of folders, run on a process pool or any executor.
 
-* :func:`rewrite_many` converts files and folders (searched recursively for
-  ``*.tflite``) into an output folder, keeping their relative paths, or in
-  place; on a local process pool by default, or on any
-  ``concurrent.futures.Executor`` (a Dask or Ray cluster's, for example). A bad
-  file is reported and skipped; the others are converted.
-* :func:`check_many` says which files still have a float32 constant the
-  rewrite would convert: the guard that every shipped model is float16.
-
->>> results = rewrite_many(["models/"], "models_fp16/", jobs=4)       # doctest: +SKIP
->>> sum(r.ok for r in results), len(results)                          # doctest: +SKIP
-(41, 42)
+:func:`find_models` lists the model files of files and folders (searched
+recursively for ``*.tflite``); :func:`run_batch` runs one job per file, on a
+local process pool by default or on any ``concurrent.futures.Executor`` (a
+Dask or Ray cluster's), each file's failure its own. The public
+:func:`tflite_fp16.rewrite_many` and :func:`tflite_fp16.check_many` compose
+these with the conversion.
 """
 
 from __future__ import annotations
@@ -20,13 +15,14 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from .errors import InvalidModelError, RewriteError, UnsupportedModelError
-from .options import Options
-from .text import quote
+from ..errors import (
+    InvalidInputsError, InvalidModelError, LossyModelError, MissingDependencyError, RewriteError, UnsupportedModelError,
+)
+from ..text import quote
 
-__all__ = ["rewrite_many", "check_many", "find_models", "BatchResult", "CheckResult"]
+__all__ = ["BatchResult", "CheckResult", "failure_of", "find_models", "run_batch"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -90,52 +86,26 @@ def find_models(inputs: Iterable[PathLike]) -> List[Tuple[Path, Path]]:
     return found
 
 
-def _convert_one(source: str, target: str, options: Options, to: str) -> BatchResult:
-    """Runs in a worker: one file, every error caught and described."""
-    try:
-        if to == "float32":
-            from .widen import widen
-
-            report: Any = widen(source, target, layout=options.layout)
-        else:
-            from .api import rewrite
-
-            report = rewrite(source, target, options)
-        return BatchResult(source, target, report)
-    except (InvalidModelError, UnsupportedModelError, RewriteError, OSError) as error:
-        from .errors import InvalidInputsError, LossyModelError, MissingDependencyError
-
-        bad = isinstance(error, (InvalidModelError, UnsupportedModelError, LossyModelError, InvalidInputsError, MissingDependencyError))
+def failure_of(source: str, target: str, error: Exception) -> BatchResult:
+    """The result of a file whose job raised ``error``: described in one line, a bug said to be one."""
+    if isinstance(error, (RewriteError, OSError)):
+        bad = isinstance(error, (InvalidModelError, UnsupportedModelError, LossyModelError, InvalidInputsError,
+                                 MissingDependencyError))
         return BatchResult(source, target, None, " ".join(str(error).split()), type(error).__name__, bad)
-    except Exception as error:  # a bug: reported for this file, the others go on
-        return BatchResult(source, target, None, f"internal error: {type(error).__name__}: {error} (please report it)",
-                           type(error).__name__, False)
+    return BatchResult(source, target, None, f"internal error: {type(error).__name__}: {error} (please report it)",
+                       type(error).__name__, False)
 
 
-def rewrite_many(inputs: Sequence[PathLike], out_dir: Optional[PathLike] = None, *, in_place: bool = False,
-                 jobs: Optional[int] = None, executor: Optional[concurrent.futures.Executor] = None,
-                 to: str = "float16", options: Optional[Options] = None, progress: bool = False,
-                 on_result: Any = None, **overrides: Any) -> List[BatchResult]:
-    """Convert every input file and every ``*.tflite`` under every input folder.
+Job = Callable[..., BatchResult]
 
-    Outputs go to ``out_dir`` at the input's path relative to the folder it was found in (a
-    file given directly goes to ``out_dir/<its name>``), or, with ``in_place``, over the
-    input. ``jobs`` files are converted at once in separate processes (default: the number
-    of cores); or pass any ``concurrent.futures.Executor`` as ``executor`` (for a cluster:
-    ``client.get_executor()`` with Dask, for example). ``to="float32"`` widens float16
-    models back instead (:func:`~tflite_fp16.widen.widen`). The options are those of
-    :func:`~tflite_fp16.rewrite`. ``on_result(result)`` is called as each file finishes.
 
-    Returns one :class:`BatchResult` per input file, in input order; a file that fails does
-    not stop the others.
-    """
-    if (out_dir is None) == (not in_place):
-        raise ValueError("give out_dir, or in_place=True (not both)")
-    if to not in ("float16", "float32"):
-        raise ValueError(f"to must be 'float16' or 'float32', not {to!r}")
-    opts = Options.resolve(options, **overrides)
-    if opts.save_keep is not None:
-        raise ValueError("save_keep names one file; it has no meaning for many (use keep_from)")
+def run_batch(inputs: Sequence[PathLike], out_dir: Optional[PathLike], in_place: bool, job: Job, arguments: Tuple[Any, ...],
+              *, jobs: Optional[int] = None, executor: Optional[concurrent.futures.Executor] = None,
+              progress: bool = False, on_result: Optional[Callable[[BatchResult], None]] = None) -> List[BatchResult]:
+    """``job(input, output, *arguments)`` for every model file of ``inputs``, writing to ``out_dir``
+    (at the input's path relative to the folder it was found in) or, with ``in_place``, over
+    the input. Returns one result per file, in input order. ``job`` must be picklable (a
+    module-level function) to run in other processes."""
     models = find_models(inputs)
     work: List[Tuple[int, str, str]] = []  # (position in the results, input, output)
     results: Dict[int, BatchResult] = {}
@@ -160,10 +130,10 @@ def rewrite_many(inputs: Sequence[PathLike], out_dir: Optional[PathLike] = None,
     try:
         if executor is None:
             for i, source, target in work:
-                results[i] = _convert_one(source, target, opts, to)
+                results[i] = job(source, target, *arguments)
                 _report(results[i], on_result, bar)
         else:
-            futures = {executor.submit(_convert_one, source, target, opts, to): (i, source, target) for i, source, target in work}
+            futures = {executor.submit(job, source, target, *arguments): (i, source, target) for i, source, target in work}
             for future in concurrent.futures.as_completed(futures):
                 i, source, target = futures[future]
                 try:
@@ -197,23 +167,3 @@ def _progress(total: int, enabled: bool) -> Any:
     except ImportError:  # tqdm is a dependency; without it, no bar
         return None
     return tqdm(total=total, unit="file", file=sys.stderr, leave=False)
-
-
-def check_many(inputs: Sequence[PathLike], options: Optional[Options] = None, **overrides: Any) -> List[CheckResult]:
-    """For every input file and every ``*.tflite`` under every input folder: the tensors the
-    rewrite would convert (with these options). Writes nothing.
-
-    >>> [r.input for r in check_many(["release/"]) if not r.passes]     # doctest: +SKIP
-    ['release/detector.tflite']
-    """
-    from .api import plan_file
-
-    opts = Options.resolve(options, **overrides)
-    results = []
-    for source, _ in find_models(inputs):
-        try:
-            plan = plan_file(source, opts)
-            results.append(CheckResult(str(source), tuple(t.name for t in plan.tensors)))
-        except (RewriteError, OSError) as error:
-            results.append(CheckResult(str(source), (), " ".join(str(error).split())))
-    return results

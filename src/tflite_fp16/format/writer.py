@@ -16,10 +16,12 @@ Order of the output file:
 3. the input's trailing bytes (for example the zip of associated files that
    TFLite metadata appends), unchanged.
 
-Part 2 is written straight from the arrays (views of the input), float16
-data cast block by block as it is written, never copied whole. The file is
-written to a temporary file in the target directory and renamed over the
-target only when complete.
+Part 2 is written straight from the arrays (views of the input); data made
+as it is written (a :class:`DeferredData`: the conversion's float16 casts, an
+entry that depends on the output's layout) is asked for its chunks in turn, so
+a converted model is never in memory at once. The file is written to a
+temporary file in the target directory and renamed over the target only when
+complete.
 """
 
 from __future__ import annotations
@@ -27,25 +29,28 @@ from __future__ import annotations
 import os
 import struct
 from functools import lru_cache
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, BinaryIO, Callable, Dict, Iterator, List, NamedTuple, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
 
 import numpy as np
 
-from .cast import SMALL_ELEMENTS, Float16Cast, cast_batch
-from .errors import RewriteError
+from ..errors import RewriteError
+from ..schema import NUMPY_DTYPES, SCALAR_FORMATS, SCHEMA, TABLES
+from ..work import thread_pool
 from .model import Table, TFLiteModel
-from .output import OutputTarget, atomic_write, check_output
-from .schema import NUMPY_DTYPES, SCALAR_FORMATS, SCHEMA, TABLES
+from .paths import OutputTarget, atomic_write, check_output
 
-__all__ = ["write_model", "to_bytes", "serialize", "serialize_table", "copy_file", "LAYOUTS", "FLATBUFFER_LIMIT"]
+__all__ = [
+    "FLATBUFFER_LIMIT", "LAYOUTS", "DeferredData", "WriteContext", "copy_file", "serialize", "serialize_table", "to_bytes",
+    "write_model",
+]
 
 ALIGNMENT = 16
 TAIL_PADDING = 16
 FLATBUFFER_LIMIT = 2**31 - 1  # the largest flatbuffer (offsets are signed 32-bit)
 LAYOUTS = ("auto", "normal", "offset")
-_BATCH_ELEMENTS = 1 << 22  # elements per batch: bounds the float16 data held before it is written
+_GROUP_BYTES = 1 << 23  # bytes of deferred data prepared at once: bounds what is held before it is written
 _PLACEHOLDER_OFFSET = 2  # any value > 1 keeps Buffer.offset present until patched
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -55,7 +60,33 @@ _ZEROS = bytes(16)
 _VECTORS: Dict[Tuple[int, str], struct.Struct] = {}
 _OFFSET_KINDS = ("string", "table", "vector_scalar", "vector_string", "vector_table", "union")
 PathLike = Union[str, "os.PathLike[str]"]
-Data = Union[np.ndarray, Float16Cast, Any]  # Any: an object with nbytes and render(root, layout)
+
+
+class WriteContext(NamedTuple):
+    """What deferred data may depend on: the model written, the layout chosen, and threads."""
+
+    root: Table
+    layout: str  # "normal" or "offset"
+    executor: Executor
+
+
+@runtime_checkable
+class DeferredData(Protocol):
+    """Buffer data made when it is written: ``nbytes`` is known up front (the writer lays the
+    file out first); :meth:`chunks` yields the bytes in order, once, when their place comes.
+    Data with ``groupable`` set is handed, a run at a time (of up to 8 MiB), to its class's
+    ``prepare_group`` before its chunks are asked for: many small items made in one go."""
+
+    nbytes: int
+    groupable: bool
+
+    def chunks(self, context: WriteContext) -> Iterator[Any]: ...
+
+    @classmethod
+    def prepare_group(cls, items: Sequence[Any]) -> None: ...
+
+
+Data = Union[np.ndarray, DeferredData]
 
 
 @dataclass(frozen=True)
@@ -464,33 +495,29 @@ def check_table_limit(count: int, at_least: bool = False) -> None:
 
 def _write_parts(handle: BinaryIO, model: TFLiteModel, layout: str) -> Tuple[int, str]:
     head, region, region_size, chosen = _layout_for(model, layout)
-    casts = [data for _, data in region if isinstance(data, Float16Cast)]
-    small = [c for c in casts if c.source.size <= SMALL_ELEMENTS]
-    next_small = 0  # small casts before this index are cast already
+    groupable = [data for _, data in region if not isinstance(data, np.ndarray) and data.groupable]
+    next_group = 0  # groupable items before this index are prepared already
     handle.write(head)
     written = 0
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as executor:
+    with thread_pool() as executor:
+        context = WriteContext(model.root, chosen, executor)
         for at, data in region:
             if at > written:
                 handle.write(bytes(at - written))
             if chosen == "normal":
                 handle.write(_U32.pack(data.nbytes))
-            if isinstance(data, Float16Cast):
-                if next_small < len(small) and data is small[next_small]:
-                    # Cast this and the next small buffers in one batch of bounded size.
-                    end, total = next_small, 0
-                    while end < len(small) and total < _BATCH_ELEMENTS:
-                        total += small[end].source.size
+            if isinstance(data, np.ndarray):
+                handle.write(memoryview(np.ascontiguousarray(data)).cast("B"))
+            else:
+                if next_group < len(groupable) and data is groupable[next_group]:
+                    end, total = next_group, 0
+                    while end < len(groupable) and total < _GROUP_BYTES and type(groupable[end]) is type(data):
+                        total += groupable[end].nbytes
                         end += 1
-                    cast_batch(small[next_small:end])
-                    next_small = end
-                for block in data.blocks(executor):
-                    handle.write(memoryview(block).cast("B"))  # type: ignore[arg-type]
-                data.release()
-            elif isinstance(data, np.ndarray):
-                handle.write(memoryview(np.ascontiguousarray(data)).cast("B"))  # type: ignore[arg-type]
-            else:  # bytes that depend on the output (CONVERSION_METADATA's model hash): rendered now
-                handle.write(memoryview(data.render(model.root, chosen)).cast("B"))
+                    type(data).prepare_group(groupable[next_group:end])
+                    next_group = end
+                for chunk in data.chunks(context):
+                    handle.write(memoryview(chunk).cast("B"))
             written = at + (4 if chosen == "normal" else 0) + data.nbytes
     assert written == region_size
     tail = 0
@@ -504,7 +531,7 @@ def _write_parts(handle: BinaryIO, model: TFLiteModel, layout: str) -> Tuple[int
 
 @dataclass(frozen=True)
 class WriteResult:
-    """What :func:`write_model` wrote. (What each cast did is on its :class:`Float16Cast`.)"""
+    """What :func:`write_model` wrote."""
 
     size: int
     layout: str  # "normal" or "offset"
@@ -532,7 +559,7 @@ def _target(path: Union[PathLike, OutputTarget]) -> OutputTarget:
 
 
 def write_model(model: TFLiteModel, path: Union[PathLike, OutputTarget], layout: str = "auto", before_commit: Check = None) -> WriteResult:
-    """Write ``model`` to ``path`` atomically and durably (see :mod:`tflite_fp16.output`).
+    """Write ``model`` to ``path`` atomically and durably (see :mod:`tflite_fp16.format.paths`).
 
     ``layout``: ``"normal"`` keeps buffer data inside the flatbuffer (up to
     2 GiB), ``"offset"`` puts it after the flatbuffer (``Buffer.offset/size``),

@@ -1,5 +1,5 @@
-"""Write ``schema/tflite_schema.json``: the TFLite schema revision tflite-fp16 supports
-(and ``schema/conversion_metadata.json``: the schema of TensorFlow's CONVERSION_METADATA entry).
+"""Write ``src/tflite_fp16/schema/tflite_schema.json``: the TFLite schema revision tflite-fp16 supports
+(and ``src/tflite_fp16/schema/conversion_metadata.json``: the schema of TensorFlow's CONVERSION_METADATA entry).
 
 The record lists every table of the schema with every field: its slot in the
 vtable, what kind of value it holds (scalar, string, table, vector, union) and,
@@ -12,8 +12,8 @@ The record is the union of the flatc-generated Python schema code of the install
 (``schema_py_generated.py``, LiteRT's newest schema), read as source text (neither
 package is imported). Where both define a table, they must agree field by field.
 
-    python schema/generate.py            # rewrite the record
-    python schema/generate.py --check    # exit 1 if the record is out of date
+    python scripts/generate_schema.py            # rewrite the record
+    python scripts/generate_schema.py --check    # exit 1 if the record is out of date
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-RECORD = Path(__file__).resolve().with_name("tflite_schema.json")
-CONVERSION_RECORD = Path(__file__).resolve().with_name("conversion_metadata.json")
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "src" / "tflite_fp16" / "schema"
+RECORD = SCHEMA_DIR / "tflite_schema.json"
+CONVERSION_RECORD = SCHEMA_DIR / "conversion_metadata.json"
 
 # conversion_metadata.fbs (TensorFlow's tensorflow/compiler/mlir/lite/schema, LiteRT's
 # tflite/converter/schema): the CONVERSION_METADATA entry TensorFlow writes into every model it
@@ -297,7 +298,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             # The schema must match; the package versions it was read from may move on without it.
             stored = json.loads(path.read_text()) if path.exists() else {}
             if _schema_part(stored) != _schema_part(json.loads(text)):
-                print(f"{path} is out of date: run python schema/generate.py", file=sys.stderr)
+                print(f"{path} is out of date: run python scripts/generate_schema.py", file=sys.stderr)
                 outdated = 1
             continue
         path.write_text(text)

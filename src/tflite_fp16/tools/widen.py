@@ -30,13 +30,10 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple, U
 
 import numpy as np
 
-from .api import _existing, _identity, _quiet_gc
-from .metadata import MetadataChange, without_float16
-from .model import DENSIFY, DEQUANTIZE, FLOAT16, FLOAT32, Table, TFLiteModel, detail_references, op_of
-from .output import check_output
-from .reader import open_model, parse_model
-from .text import quote
-from .writer import copy_file, serialize, write_model
+from ..conversion.metadata import MetadataChange, without_float16
+from ..format.model import DENSIFY, DEQUANTIZE, FLOAT16, FLOAT32, Table, TFLiteModel, detail_references, op_of
+from ..pipeline import BytesJob, FileJob
+from ..version import __version__
 
 __all__ = ["widen", "widen_bytes", "widen_model", "Widened", "WidenReport", "WidenedTensor"]
 
@@ -88,9 +85,6 @@ class WidenReport:
         return line
 
     def to_dict(self) -> Dict[str, Any]:
-        from . import __version__
-        from .report import metadata_to_dict
-
         return {
             "tool": "tflite-fp16", "version": __version__, "operation": "to_float32",
             "input": self.input, "output": self.output, "size_before": self.size_before, "size_after": self.size_after,
@@ -99,7 +93,7 @@ class WidenReport:
             "dequantize_ops_removed": self.dequantize_ops_removed,
             "operator_codes_removed": self.operator_codes_removed,
             "float16_kept": [{"subgraph": s, "tensor": t, "name": n, "reason": why} for s, t, n, why in self.float16_kept],
-            "metadata": [metadata_to_dict(c) for c in self.metadata],
+            "metadata": [c.to_dict() for c in self.metadata],
             "seconds": round(self.seconds, 6),
         }
 
@@ -346,36 +340,30 @@ def widen(path_in: PathLike, path_out: Optional[PathLike], *, layout: str = "aut
     6 tensors widened to float32, 6 DEQUANTIZE ops removed; 6,220 -> 8,712 bytes
     """
     start = time.perf_counter()
-    path_in = _existing(path_in)
-    target = check_output(path_out) if path_out is not None else None
-    before = _identity(path_in)
-    with _quiet_gc(), open_model(path_in) as model:
-        widened_model, widened, removed, codes_removed, kept, metadata = widen_model(model)
+    job = FileJob(path_in, path_out)
+    with job.model() as model:
+        result = widen_model(model)
         size_after: Optional[int] = None
         chosen = None
-        if target is not None:
-            def unchanged_input(temporary: str) -> None:
-                from .errors import InputChangedError
-
-                if _identity(path_in, missing_ok=True) != before:
-                    raise InputChangedError(f"{quote(os.fspath(path_in))} changed while it was being read; no output written")
-
-            if not widened:
-                size_after = before[0] if os.path.abspath(target.final) == os.path.abspath(path_in) else copy_file(path_in, target, unchanged_input)
-            else:
-                written = write_model(widened_model, target, layout=layout, before_commit=unchanged_input)
-                size_after, chosen = written.size, written.layout
-    return WidenReport(os.fspath(path_in), os.fspath(path_out) if path_out is not None else None, before[0], size_after,
-                       tuple(widened), removed, codes_removed, tuple(kept), chosen, time.perf_counter() - start, metadata)
+        if path_out is not None:
+            committed = job.commit(result.model if result.widened else None, layout)
+            size_after, chosen = committed.size_after, committed.layout
+    return _report(os.fspath(job.path_in), os.fspath(path_out) if path_out is not None else None, job.size_before,
+                   size_after, chosen, result, start)
 
 
 def widen_bytes(data: Union[bytes, bytearray, memoryview], *, layout: str = "auto") -> Tuple[bytes, WidenReport]:
     """:func:`widen` for a model held in memory."""
     start = time.perf_counter()
-    view = memoryview(data).cast("B")
-    with _quiet_gc():
-        widened_model, widened, removed, codes_removed, kept, metadata = widen_model(parse_model(view))
-        output, chosen = (serialize(widened_model, layout) if widened else (bytes(view), None))
-    return output, WidenReport("<bytes>", "<bytes>", len(view), len(output), tuple(widened), removed, codes_removed,
-                               tuple(kept), chosen, time.perf_counter() - start, metadata)
+    job = BytesJob(data)
+    with job.model() as model:
+        result = widen_model(model)
+        output, committed = job.commit(result.model if result.widened else None, layout)
+    return output, _report("<bytes>", "<bytes>", committed.size_before, committed.size_after, committed.layout, result, start)
 
+
+def _report(source: str, target: Optional[str], size_before: int, size_after: Optional[int], layout: Optional[str],
+            result: Widened, start: float) -> WidenReport:
+    return WidenReport(source, target, size_before, size_after, tuple(result.widened), result.dequantize_ops_removed,
+                       result.operator_codes_removed, tuple(result.float16_kept), layout, time.perf_counter() - start,
+                       result.metadata)

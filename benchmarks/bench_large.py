@@ -25,8 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import CLI, HERE, compare, mb, remove
 import models
+from common import CLI, HERE, compare, mb, remove
 
 RUNNER = """
 import json, sys
@@ -40,7 +40,7 @@ np.save(sys.argv[3], y)
 """
 
 
-def run_in_litert(model: Path, width: int, out: Path) -> "object":
+def run_in_litert(model: Path, width: int, out: Path) -> object:
     import numpy as np
 
     subprocess.run([sys.executable, "-c", RUNNER, str(model), str(width), str(out)], check=True, capture_output=True)
@@ -73,8 +73,17 @@ def main() -> int:
         target = workdir / f"fc_{label.replace(' ', '')}.fp16.tflite"
         base_out = workdir / "baseline.bin"
         size = models.fc_chain(source, width=width, layers=layers, layout="offset")
-        commands = {"baseline": [sys.executable, str(HERE / "baseline.py"), str(source), str(base_out)], "tflite-fp16": [CLI, str(source), str(target)]}
-        results = compare(commands, args.repeats, before_each=lambda name: remove(target if name == "tflite-fp16" else base_out))
+        commands = {
+            "baseline": [sys.executable, str(HERE / "baseline.py"), str(source), str(base_out)],
+            "tflite-fp16": [CLI, str(source), str(target)],
+        }
+        results = compare(
+            commands,
+            args.repeats,
+            before_each=lambda name, target=target, base_out=base_out: remove(
+                target if name == "tflite-fp16" else base_out
+            ),
+        )
         remove(base_out)
         (base_time, base_peak), (time, peak) = results["baseline"], results["tflite-fp16"]
         out_size = target.stat().st_size
@@ -83,14 +92,29 @@ def main() -> int:
         converted = run_in_litert(target, width, workdir / "converted.npy")
         error = float(np.max(np.abs(reference - converted)))
         scale = float(np.max(np.abs(reference)))
-        print(f"{label} float32 model ({layers} layers of {width} x {width}, offset layout): {mb(size)} -> {mb(out_size)}")
+        print(
+            f"{label} float32 model ({layers} layers of {width} x {width}, offset layout): {mb(size)} -> {mb(out_size)}"
+        )
         print(f"  output layout {layout} (expected {expected_layout})")
         print(f"  wall time   baseline {base_time:.2f} s   tflite-fp16 {time:.2f} s   ratio {time / base_time:.2f}")
-        print(f"  peak memory baseline {mb(base_peak)}   tflite-fp16 {mb(peak)}   tflite-fp16 / input file {peak / size:.2f}")
+        print(
+            f"  peak memory baseline {mb(base_peak)}   tflite-fp16 {mb(peak)}   tflite-fp16 / input file {peak / size:.2f}"
+        )
         print(f"  LiteRT (builtin kernels): max |float32 - float16| = {error:.3g} (outputs up to {scale:.3g})")
-        print(json.dumps({"case": label, "input_bytes": size, "output_bytes": out_size, "layout": layout,
-                          "baseline_s": round(base_time, 3), "rewrite_s": round(time, 3),
-                          "rewrite_peak_bytes": peak, "max_abs_error": error}))
+        print(
+            json.dumps(
+                {
+                    "case": label,
+                    "input_bytes": size,
+                    "output_bytes": out_size,
+                    "layout": layout,
+                    "baseline_s": round(base_time, 3),
+                    "rewrite_s": round(time, 3),
+                    "rewrite_peak_bytes": peak,
+                    "max_abs_error": error,
+                }
+            )
+        )
         if layout != expected_layout:
             failures.append(f"{label}: layout {layout}")
         if not error <= 1e-2 * max(scale, 1.0):

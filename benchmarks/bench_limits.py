@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import CLI
 import models
+from common import CLI
 
 
 def main() -> int:
@@ -28,22 +28,46 @@ def main() -> int:
     source, out = workdir / "many.tflite", workdir / "out.tflite"
     size = models.many_small(source, 200_000)
     print(f"model: 200,000 constants, 100,000 operators, {size / 1e6:.1f} MB")
-    loads = subprocess.run([sys.executable, "-c", f"from ai_edge_litert.interpreter import Interpreter; Interpreter(model_path={str(source)!r})"],
-                           capture_output=True, text=True)
+    loads = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from ai_edge_litert.interpreter import Interpreter; Interpreter(model_path={str(source)!r})",
+        ],
+        capture_output=True,
+        text=True,
+    )
     print(f"  LiteRT loads the input: {loads.returncode == 0}")
     start = time.perf_counter()
     refused = subprocess.run([CLI, str(source), str(out)], capture_output=True, text=True)
-    print(f"  tflite-fp16 IN OUT: exit {refused.returncode} in {time.perf_counter() - start:.1f} s: {refused.stderr.strip()}")
+    print(
+        f"  tflite-fp16 IN OUT: exit {refused.returncode} in {time.perf_counter() - start:.1f} s: {refused.stderr.strip()}"
+    )
     left = [p.name for p in workdir.iterdir() if p.name != "many.tflite"]
     print(f"  files left: {left}")
     start = time.perf_counter()
     kept = subprocess.run([CLI, "--min-elements", "5", str(source), str(out)], capture_output=True, text=True)
-    print(f"  tflite-fp16 --min-elements 5 IN OUT: exit {kept.returncode} in {time.perf_counter() - start:.1f} s: {kept.stdout.strip()}")
-    loads_out = subprocess.run([sys.executable, "-c", f"from ai_edge_litert.interpreter import Interpreter; Interpreter(model_path={str(out)!r})"],
-                               capture_output=True, text=True)
+    print(
+        f"  tflite-fp16 --min-elements 5 IN OUT: exit {kept.returncode} in {time.perf_counter() - start:.1f} s: {kept.stdout.strip()}"
+    )
+    loads_out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from ai_edge_litert.interpreter import Interpreter; Interpreter(model_path={str(out)!r})",
+        ],
+        capture_output=True,
+        text=True,
+    )
     print(f"  LiteRT loads that output: {loads_out.returncode == 0}")
-    ok = loads.returncode == 0 and refused.returncode == 1 and "tables" in refused.stderr and not left \
-        and kept.returncode == 0 and loads_out.returncode == 0
+    ok = (
+        loads.returncode == 0
+        and refused.returncode == 1
+        and "tables" in refused.stderr
+        and not left
+        and kept.returncode == 0
+        and loads_out.returncode == 0
+    )
     for path in workdir.iterdir():
         os.unlink(path)
     os.rmdir(workdir)

@@ -25,8 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import CLI, HERE, compare, least_cpu, mb, remove
 import models
+from common import CLI, HERE, compare, least_cpu, mb, remove
 
 
 def main() -> int:
@@ -54,8 +54,12 @@ def main() -> int:
     results = case("fc_400mb", path)
     (base_time, base_peak), (time, peak) = results["baseline"], results["tflite-fp16"]
     print(f"  input {mb(size)}")
-    print(f"  wall time   baseline {base_time:.3f} s   tflite-fp16 {time:.3f} s   ratio {time / base_time:.2f} (target <= 1.20)")
-    print(f"  peak memory baseline {mb(base_peak)}   tflite-fp16 {mb(peak)}   tflite-fp16 / input file {peak / size:.2f} (target <= 1.25)")
+    print(
+        f"  wall time   baseline {base_time:.3f} s   tflite-fp16 {time:.3f} s   ratio {time / base_time:.2f} (target <= 1.20)"
+    )
+    print(
+        f"  peak memory baseline {mb(base_peak)}   tflite-fp16 {mb(peak)}   tflite-fp16 / input file {peak / size:.2f} (target <= 1.25)"
+    )
     if time / base_time > 1.2:
         failures.append("400 MB time")
     if peak / size > 1.25:
@@ -64,8 +68,16 @@ def main() -> int:
 
     print()
     print("Many small constants (FULLY_CONNECTED 4x4 weights + bias, one op per two constants):")
-    points, ratio = series(workdir, baseline, args.repeats, "constant", (1000, 2000, 5000, 10000, 20000), models.many_small,
-                           lambda count: f"{count:>9,} {count // 2:>9,}", f"{'constants':>9} {'operators':>9}")
+    points, ratio = series(
+        workdir,
+        baseline,
+        args.repeats,
+        "constant",
+        (1000, 2000, 5000, 10000, 20000),
+        models.many_small,
+        lambda count: f"{count:>9,} {count // 2:>9,}",
+        f"{'constants':>9} {'operators':>9}",
+    )
     if ratio > 2.0:
         failures.append("20,000 constants time")
     linear, summary = _linear_fit(points, "constant")
@@ -76,8 +88,16 @@ def main() -> int:
 
     print()
     print("Many subgraphs (each one FULLY_CONNECTED with its own 4x4 weight):")
-    points, _ = series(workdir, baseline, args.repeats, "subgraph", (2500, 5000, 10000, 20000, 40000), models.many_subgraphs,
-                       lambda count: f"{count:>9,}", f"{'subgraphs':>9}")
+    points, _ = series(
+        workdir,
+        baseline,
+        args.repeats,
+        "subgraph",
+        (2500, 5000, 10000, 20000, 40000),
+        models.many_subgraphs,
+        lambda count: f"{count:>9,}",
+        f"{'subgraphs':>9}",
+    )
     linear, summary = _linear_fit(points, "subgraph")
     if not linear:
         failures.append("linear growth in subgraphs")
@@ -85,13 +105,17 @@ def main() -> int:
 
     print()
     results = compare(
-        {"numpy": [sys.executable, "-c", "import numpy"],
-         "tflite_fp16": [sys.executable, "-c", "import tflite_fp16; tflite_fp16.rewrite"]},
+        {
+            "numpy": [sys.executable, "-c", "import numpy"],
+            "tflite_fp16": [sys.executable, "-c", "import tflite_fp16; tflite_fp16.rewrite"],
+        },
         max(args.repeats, 9),
     )
     ratio = results["tflite_fp16"][0] / results["numpy"][0]
-    print(f"Import (tflite_fp16: the package and its API): numpy {results['numpy'][0]:.3f} s   "
-          f"tflite_fp16 {results['tflite_fp16'][0]:.3f} s   ratio {ratio:.2f} (target <= 2.00)")
+    print(
+        f"Import (tflite_fp16: the package and its API): numpy {results['numpy'][0]:.3f} s   "
+        f"tflite_fp16 {results['tflite_fp16'][0]:.3f} s   ratio {ratio:.2f} (target <= 2.00)"
+    )
     if ratio > 2.0:
         failures.append("import time")
     print()
@@ -138,8 +162,10 @@ def _linear_fit(points, unit):  # type: ignore[no-untyped-def]
     r_squared = 1 - residual / sum((b - mean_t) ** 2 for b in t)
     last_step = (t[-1] - t[-2]) / (n[-1] - n[-2])
     linear = r_squared >= 0.99 and last_step <= 1.5 * slope
-    return linear, (f"  fit (least CPU time of a rewrite): {intercept:.3f} s + {1e6 * slope:.1f} us x {unit}s, R^2 = {r_squared:.4f}; "
-                    f"last step {1e6 * last_step:.1f} us/{unit}: {'linear' if linear else 'NOT linear'}")
+    return linear, (
+        f"  fit (least CPU time of a rewrite): {intercept:.3f} s + {1e6 * slope:.1f} us x {unit}s, R^2 = {r_squared:.4f}; "
+        f"last step {1e6 * last_step:.1f} us/{unit}: {'linear' if linear else 'NOT linear'}"
+    )
 
 
 if __name__ == "__main__":

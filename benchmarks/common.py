@@ -8,14 +8,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
 
 HERE = Path(__file__).resolve().parent
 CLI = shutil.which("tflite-fp16") or str(Path(sys.executable).with_name("tflite-fp16"))
 
 
-def run_once(command: Sequence[str]) -> Tuple[float, int]:
+def run_once(command: Sequence[str]) -> tuple[float, int]:
     """Wall time (s) and peak resident memory (bytes) of one fresh process."""
     start = time.perf_counter()
     process = subprocess.Popen(list(command), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -27,10 +27,10 @@ def run_once(command: Sequence[str]) -> Tuple[float, int]:
     return elapsed, usage.ru_maxrss * 1024
 
 
-def compare(commands: Dict[str, List[str]], repeats: int, before_each=None) -> Dict[str, Tuple[float, int]]:  # type: ignore[no-untyped-def]
+def compare(commands: dict[str, list[str]], repeats: int, before_each=None) -> dict[str, tuple[float, int]]:  # type: ignore[no-untyped-def]
     """Run each command ``repeats`` times, alternating; median wall time and median peak memory of each."""
-    times: Dict[str, List[float]] = {name: [] for name in commands}
-    memory: Dict[str, List[int]] = {name: [] for name in commands}
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    memory: dict[str, list[int]] = {name: [] for name in commands}
     for _ in range(repeats):
         for name, command in commands.items():
             if before_each is not None:
@@ -70,6 +70,10 @@ print(best)
 def least_cpu(source: Path, target: Path, repeats: int) -> float:
     """The least CPU time of ``repeats`` rewrites of ``source`` in one fresh process: short
     samples, of which a noisy machine spoils only some."""
-    result = subprocess.run([sys.executable, "-c", _MIN_CPU, str(source), str(target), str(repeats)],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", _MIN_CPU, str(source), str(target), str(repeats)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(result.stdout.strip())

@@ -31,16 +31,25 @@ sys.path.insert(0, str(ROOT / "tests"))
 import fuzzing  # noqa: E402
 import hostile  # noqa: E402
 import tflite_builder as tb  # noqa: E402
+
 from tflite_fp16.format.reader import parse_model  # noqa: E402
 from tflite_fp16.format.writer import to_bytes  # noqa: E402
 
 
 def bases() -> list:  # type: ignore[type-arg]
-    found = [(p.name, p.read_bytes()) for p in sorted((ROOT / "tests" / "data").glob("*.tflite")) if p.stat().st_size < 40_000]
+    found = [
+        (p.name, p.read_bytes())
+        for p in sorted((ROOT / "tests" / "data").glob("*.tflite"))
+        if p.stat().st_size < 40_000
+    ]
     found += [("add_model", tb.build(tb.add_model())), ("frontend_model", tb.build(tb.frontend_model()))]
-    found += [("shared_subgraph", hostile.shared_subgraph_with_a_constant()),
-              ("shared_data", hostile.chain_sharing_one_data_vector(buffers=20, width=64))]
-    return found + [(f"{name} (offset layout)", to_bytes(parse_model(content), layout="offset")) for name, content in found]
+    found += [
+        ("shared_subgraph", hostile.shared_subgraph_with_a_constant()),
+        ("shared_data", hostile.chain_sharing_one_data_vector(buffers=20, width=64)),
+    ]
+    return found + [
+        (f"{name} (offset layout)", to_bytes(parse_model(content), layout="offset")) for name, content in found
+    ]
 
 
 def main() -> int:
@@ -76,7 +85,7 @@ def main() -> int:
             outcomes[outcome.kind] += 1
             slowest = max(slowest, outcome.seconds)
             largest_memory = max(largest_memory, outcome.peak_bytes)
-        except BaseException as error:  # noqa: BLE001 (the point is to catch anything)
+        except BaseException as error:
             if isinstance(error, KeyboardInterrupt):
                 raise
             failures.append((seed, name, f"{type(error).__name__}: {str(error)[:300]}"))
@@ -87,14 +96,20 @@ def main() -> int:
     if loader is not None:
         loader.close()
     elapsed = time.perf_counter() - start
-    print(f"{args.mutants:,} mutants of {len(models)} base models (seeds {args.seed}..{args.seed + args.mutants - 1}), {elapsed:.0f} s")
+    print(
+        f"{args.mutants:,} mutants of {len(models)} base models (seeds {args.seed}..{args.seed + args.mutants - 1}), {elapsed:.0f} s"
+    )
     for kind in ("converted", "unchanged", "invalid", "unsupported", "refused"):
         print(f"  {kind:<12} {outcomes[kind]:>6,}")
     if loader is not None:
-        print(f"  converted mutants LiteRT loads: {loads[('in.tflite', True)]:,}, and their outputs it loads: "
-              f"{loads[('out.tflite', True)]:,} (LiteRT refuses {loads[('in.tflite', False)]:,} converted inputs; not compared)")
-    print(f"  slowest mutant {slowest:.2f} s; largest peak memory {largest_memory / 1e6:.1f} MB "
-          f"(largest file {max(len(c) for _, c in models) / 1e3:.0f} KB)")
+        print(
+            f"  converted mutants LiteRT loads: {loads[('in.tflite', True)]:,}, and their outputs it loads: "
+            f"{loads[('out.tflite', True)]:,} (LiteRT refuses {loads[('in.tflite', False)]:,} converted inputs; not compared)"
+        )
+    print(
+        f"  slowest mutant {slowest:.2f} s; largest peak memory {largest_memory / 1e6:.1f} MB "
+        f"(largest file {max(len(c) for _, c in models) / 1e3:.0f} KB)"
+    )
     print(f"  failures: {len(failures)}")
     for seed, name, message in failures[:50]:
         print(f"    seed {seed} ({name}): {message}")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List
 
 import numpy as np
 
@@ -18,11 +17,13 @@ from tflite_fp16.format.writer import serialize_table, write_model
 FULLY_CONNECTED = BUILTIN_OPS["FULLY_CONNECTED"]
 
 
-def _int32(values: List[int]) -> np.ndarray:
+def _int32(values: list[int]) -> np.ndarray:
     return np.array(values, dtype="<i4")
 
 
-def fc_chain(path: Path, width: int, layers: int, *, layout: str = "auto", distinct: bool = False, seed: int = 0) -> int:
+def fc_chain(
+    path: Path, width: int, layers: int, *, layout: str = "auto", distinct: bool = False, seed: int = 0
+) -> int:
     """``layers`` FULLY_CONNECTED layers of ``width`` x ``width`` weights (+ bias).
 
     With ``distinct`` every layer has its own random weights; otherwise all
@@ -44,13 +45,24 @@ def fc_chain(path: Path, width: int, layers: int, *, layout: str = "auto", disti
         w = shared if shared is not None else weights()
         b = (rng.standard_normal(width, dtype=np.float32) * np.float32(0.1)).view(np.uint8)
         buffers.append(Table("Buffer", {"data": w}))
-        tensors.append(Table("Tensor", {"shape": _int32([width, width]), "buffer": len(buffers) - 1, "name": f"w{layer}".encode()}))
+        tensors.append(
+            Table("Tensor", {"shape": _int32([width, width]), "buffer": len(buffers) - 1, "name": f"w{layer}".encode()})
+        )
         buffers.append(Table("Buffer", {"data": b}))
-        tensors.append(Table("Tensor", {"shape": _int32([width]), "buffer": len(buffers) - 1, "name": f"b{layer}".encode()}))
+        tensors.append(
+            Table("Tensor", {"shape": _int32([width]), "buffer": len(buffers) - 1, "name": f"b{layer}".encode()})
+        )
         tensors.append(Table("Tensor", {"shape": _int32([1, width]), "name": f"h{layer}".encode()}))
         previous = 0 if layer == 0 else len(tensors) - 4
         operators.append(
-            Table("Operator", {"opcode_index": 0, "inputs": _int32([previous, len(tensors) - 3, len(tensors) - 2]), "outputs": _int32([len(tensors) - 1])})
+            Table(
+                "Operator",
+                {
+                    "opcode_index": 0,
+                    "inputs": _int32([previous, len(tensors) - 3, len(tensors) - 2]),
+                    "outputs": _int32([len(tensors) - 1]),
+                },
+            )
         )
     return _write(path, tensors, operators, buffers, layout)
 
@@ -66,14 +78,25 @@ def many_small(path: Path, constants: int, *, seed: int = 0) -> int:
         b = rng.standard_normal(4, dtype=np.float32).view(np.uint8)
         buffers += [Table("Buffer", {"data": w}), Table("Buffer", {"data": b})]
         tensors += [
-            Table("Tensor", {"shape": _int32([4, 4]), "buffer": len(buffers) - 2, "name": f"layer{layer}/weights".encode()}),
+            Table(
+                "Tensor",
+                {"shape": _int32([4, 4]), "buffer": len(buffers) - 2, "name": f"layer{layer}/weights".encode()},
+            ),
             Table("Tensor", {"shape": _int32([4]), "buffer": len(buffers) - 1, "name": f"layer{layer}/bias".encode()}),
             Table("Tensor", {"shape": _int32([1, 4]), "name": f"layer{layer}/output".encode()}),
         ]
         previous = 0 if layer == 0 else len(tensors) - 4
         operators.append(
-            Table("Operator", {"opcode_index": 0, "inputs": _int32([previous, len(tensors) - 3, len(tensors) - 2]), "outputs": _int32([len(tensors) - 1]),
-                               "builtin_options_type": 8, "builtin_options": Table("FullyConnectedOptions", {"fused_activation_function": 3})})
+            Table(
+                "Operator",
+                {
+                    "opcode_index": 0,
+                    "inputs": _int32([previous, len(tensors) - 3, len(tensors) - 2]),
+                    "outputs": _int32([len(tensors) - 1]),
+                    "builtin_options_type": 8,
+                    "builtin_options": Table("FullyConnectedOptions", {"fused_activation_function": 3}),
+                },
+            )
         )
     return _write(path, tensors, operators, buffers, "auto")
 
@@ -85,20 +108,37 @@ def many_subgraphs(path: Path, count: int, *, seed: int = 0) -> int:
     buffers = [Table("Buffer", {})]
     subgraphs = []
     for s in range(count):
-        buffers.append(Table("Buffer", {"data": (rng.standard_normal(16, dtype=np.float32) * np.float32(0.5)).view(np.uint8)}))
+        buffers.append(
+            Table("Buffer", {"data": (rng.standard_normal(16, dtype=np.float32) * np.float32(0.5)).view(np.uint8)})
+        )
         tensors = (
             Table("Tensor", {"shape": _int32([1, 4]), "buffer": 0, "name": b"x"}),
             Table("Tensor", {"shape": _int32([4, 4]), "buffer": len(buffers) - 1, "name": f"f{s}/weights".encode()}),
             Table("Tensor", {"shape": _int32([1, 4]), "buffer": 0, "name": b"y"}),
         )
         operators = (Table("Operator", {"opcode_index": 0, "inputs": _int32([0, 1, -1]), "outputs": _int32([2])}),)
-        subgraphs.append(Table("SubGraph", {"tensors": tensors, "inputs": _int32([0]), "outputs": _int32([2]),
-                                            "operators": operators, "name": f"f{s}".encode()}))
+        subgraphs.append(
+            Table(
+                "SubGraph",
+                {
+                    "tensors": tensors,
+                    "inputs": _int32([0]),
+                    "outputs": _int32([2]),
+                    "operators": operators,
+                    "name": f"f{s}".encode(),
+                },
+            )
+        )
     root = Table(
         "Model",
         {
             "version": 3,
-            "operator_codes": (Table("OperatorCode", {"deprecated_builtin_code": FULLY_CONNECTED, "version": 1, "builtin_code": FULLY_CONNECTED}),),
+            "operator_codes": (
+                Table(
+                    "OperatorCode",
+                    {"deprecated_builtin_code": FULLY_CONNECTED, "version": 1, "builtin_code": FULLY_CONNECTED},
+                ),
+            ),
             "subgraphs": tuple(subgraphs),
             "description": b"tflite-fp16 benchmark model",
             "buffers": tuple(buffers),
@@ -108,10 +148,16 @@ def many_subgraphs(path: Path, count: int, *, seed: int = 0) -> int:
     return os.path.getsize(path)
 
 
-def _write(path: Path, tensors: List[Table], operators: List[Table], buffers: List[Table], layout: str) -> int:
+def _write(path: Path, tensors: list[Table], operators: list[Table], buffers: list[Table], layout: str) -> int:
     subgraph = Table(
         "SubGraph",
-        {"tensors": tuple(tensors), "inputs": _int32([0]), "outputs": _int32([len(tensors) - 1]), "operators": tuple(operators), "name": b"main"},
+        {
+            "tensors": tuple(tensors),
+            "inputs": _int32([0]),
+            "outputs": _int32([len(tensors) - 1]),
+            "operators": tuple(operators),
+            "name": b"main",
+        },
     )
     signature = Table(
         "SignatureDef",
@@ -123,21 +169,38 @@ def _write(path: Path, tensors: List[Table], operators: List[Table], buffers: Li
     )
     version = np.frombuffer(b"1.14.0".ljust(16, b"\0"), np.uint8)
     # Like every model TensorFlow converts, CONVERSION_METADATA, whose hash the rewrite recomputes.
-    conversion = serialize_table(Table("ConversionMetadata", {
-        "environment": Table("Environment", {"tensorflow_version": b"2.21.0", "api_version": 2, "model_type": 2, "model_hash": 1}),
-        "options": Table("ConversionOptions", {"model_optimization_modes": ()}),
-    }))
-    buffers = buffers + [Table("Buffer", {"data": version}), Table("Buffer", {"data": np.frombuffer(conversion, np.uint8)})]
+    conversion = serialize_table(
+        Table(
+            "ConversionMetadata",
+            {
+                "environment": Table(
+                    "Environment", {"tensorflow_version": b"2.21.0", "api_version": 2, "model_type": 2, "model_hash": 1}
+                ),
+                "options": Table("ConversionOptions", {"model_optimization_modes": ()}),
+            },
+        )
+    )
+    buffers = buffers + [
+        Table("Buffer", {"data": version}),
+        Table("Buffer", {"data": np.frombuffer(conversion, np.uint8)}),
+    ]
     root = Table(
         "Model",
         {
             "version": 3,
-            "operator_codes": (Table("OperatorCode", {"deprecated_builtin_code": FULLY_CONNECTED, "version": 1, "builtin_code": FULLY_CONNECTED}),),
+            "operator_codes": (
+                Table(
+                    "OperatorCode",
+                    {"deprecated_builtin_code": FULLY_CONNECTED, "version": 1, "builtin_code": FULLY_CONNECTED},
+                ),
+            ),
             "subgraphs": (subgraph,),
             "description": b"tflite-fp16 benchmark model",
             "buffers": tuple(buffers),
-            "metadata": (Table("Metadata", {"name": b"min_runtime_version", "buffer": len(buffers) - 2}),
-                         Table("Metadata", {"name": b"CONVERSION_METADATA", "buffer": len(buffers) - 1})),
+            "metadata": (
+                Table("Metadata", {"name": b"min_runtime_version", "buffer": len(buffers) - 2}),
+                Table("Metadata", {"name": b"CONVERSION_METADATA", "buffer": len(buffers) - 1}),
+            ),
             "signature_defs": (signature,),
         },
     )

@@ -31,15 +31,20 @@ import tflite_builder as tb  # noqa: E402
 def main() -> None:
     (HERE / "audio_frontend.tflite").write_bytes(tb.build(tb.frontend_model()))
     t = np.arange(8, dtype=np.float32)
-    samples = np.stack([
-        np.zeros((1, 8), np.float32),  # digital silence
-        (20000 * np.sin(2 * np.pi * t / 8)).reshape(1, 8).astype(np.float32),  # a loud tone, int16 scale
-        (0.01 * np.random.default_rng(0).standard_normal((1, 8))).astype(np.float32),  # quiet noise
-    ])
+    samples = np.stack(
+        [
+            np.zeros((1, 8), np.float32),  # digital silence
+            (20000 * np.sin(2 * np.pi * t / 8)).reshape(1, 8).astype(np.float32),  # a loud tone, int16 scale
+            (0.01 * np.random.default_rng(0).standard_normal((1, 8))).astype(np.float32),  # quiet noise
+        ]
+    )
     np.savez(HERE / "audio_frontend_inputs.npz", audio=samples)
     shutil.copyfile(HERE.parent / "tests" / "data" / "small_cnn.fp32.tflite", HERE / "small_cnn.tflite")
     (HERE / "filterbank.tflite").write_bytes(tb.build(tb.filterbank_model()))
-    np.savez(HERE / "filterbank_calibration.npz", signal=np.random.default_rng(1).standard_normal((2, 1, 16)).astype(np.float32))
+    np.savez(
+        HERE / "filterbank_calibration.npz",
+        signal=np.random.default_rng(1).standard_normal((2, 1, 16)).astype(np.float32),
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "src" / "tflite_fp16" / "schema"
 RECORD = SCHEMA_DIR / "tflite_schema.json"
@@ -58,11 +58,26 @@ CONVERSION_METADATA_TABLES = {
     ],
 }
 CONVERSION_METADATA_ENUMS = {
-    "ModelType": {"NONE": 0, "TF_SAVED_MODEL": 1, "KERAS_MODEL": 2, "TF_CONCRETE_FUNCTIONS": 3, "TF_GRAPH_DEF": 4,
-                  "TF_SESSION": 5, "JAX": 6, "PYTORCH": 7},
-    "ModelOptimizationMode": {"PTQ_FLOAT16": 1001, "PTQ_DYNAMIC_RANGE": 1002, "PTQ_FULL_INTEGER": 1003, "PTQ_INT16": 1004,
-                              "QUANTIZATION_AWARE_TRAINING": 2000, "RANDOM_SPARSITY": 3001, "BLOCK_SPARSITY": 3002,
-                              "STRUCTURED_SPARSITY": 3003},
+    "ModelType": {
+        "NONE": 0,
+        "TF_SAVED_MODEL": 1,
+        "KERAS_MODEL": 2,
+        "TF_CONCRETE_FUNCTIONS": 3,
+        "TF_GRAPH_DEF": 4,
+        "TF_SESSION": 5,
+        "JAX": 6,
+        "PYTORCH": 7,
+    },
+    "ModelOptimizationMode": {
+        "PTQ_FLOAT16": 1001,
+        "PTQ_DYNAMIC_RANGE": 1002,
+        "PTQ_FULL_INTEGER": 1003,
+        "PTQ_INT16": 1004,
+        "QUANTIZATION_AWARE_TRAINING": 2000,
+        "RANDOM_SPARSITY": 3001,
+        "BLOCK_SPARSITY": 3002,
+        "STRUCTURED_SPARSITY": 3003,
+    },
 }
 
 # flatc's Python code does not name the union type of a union field; the
@@ -87,15 +102,30 @@ DEPRECATED_FIELDS = {
 ENUMS = ("TensorType", "BuiltinOperator")
 
 _SCALAR_OF_FLAGS = {
-    "BoolFlags": "bool", "Int8Flags": "int8", "Uint8Flags": "uint8",
-    "Int16Flags": "int16", "Uint16Flags": "uint16", "Int32Flags": "int32",
-    "Uint32Flags": "uint32", "Int64Flags": "int64", "Uint64Flags": "uint64",
-    "Float32Flags": "float32", "Float64Flags": "float64",
+    "BoolFlags": "bool",
+    "Int8Flags": "int8",
+    "Uint8Flags": "uint8",
+    "Int16Flags": "int16",
+    "Uint16Flags": "uint16",
+    "Int32Flags": "int32",
+    "Uint32Flags": "uint32",
+    "Int64Flags": "int64",
+    "Uint64Flags": "uint64",
+    "Float32Flags": "float32",
+    "Float64Flags": "float64",
 }
 _SCALAR_OF_SLOT = {
-    "Bool": "bool", "Int8": "int8", "Uint8": "uint8", "Int16": "int16",
-    "Uint16": "uint16", "Int32": "int32", "Uint32": "uint32", "Int64": "int64",
-    "Uint64": "uint64", "Float32": "float32", "Float64": "float64",
+    "Bool": "bool",
+    "Int8": "int8",
+    "Uint8": "uint8",
+    "Int16": "int16",
+    "Uint16": "uint16",
+    "Int32": "int32",
+    "Uint32": "uint32",
+    "Int64": "int64",
+    "Uint64": "uint64",
+    "Float32": "float32",
+    "Float64": "float64",
 }
 
 
@@ -106,7 +136,7 @@ def snake_case(name: str) -> str:
     return name.lower()
 
 
-def _package_sources() -> List[Tuple[str, str, List[str]]]:
+def _package_sources() -> list[tuple[str, str, list[str]]]:
     """(distribution, version, module sources) of each package whose generated schema code is read.
 
     The ``tflite`` package carries one module per table or enum; ``ai_edge_litert`` one module,
@@ -114,11 +144,14 @@ def _package_sources() -> List[Tuple[str, str, List[str]]]:
     the record is their union, so that neither knows a field the record lacks.
     """
     found = []
-    for distribution, package, pattern in (("tflite", "tflite", "*.py"), ("ai-edge-litert", "ai_edge_litert", "schema_py_generated.py")):
+    for distribution, package, pattern in (
+        ("tflite", "tflite", "*.py"),
+        ("ai-edge-litert", "ai_edge_litert", "schema_py_generated.py"),
+    ):
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
             raise SystemExit(f"the {distribution!r} package is not installed: pip install {distribution}")
-        directory = Path(list(spec.submodule_search_locations)[0])
+        directory = Path(next(iter(spec.submodule_search_locations)))
         sources = [p.read_text() for p in sorted(directory.glob(pattern)) if p.name != "__init__.py"]
         if not sources:
             raise SystemExit(f"{directory} has no generated schema module {pattern}")
@@ -126,7 +159,7 @@ def _package_sources() -> List[Tuple[str, str, List[str]]]:
     return found
 
 
-def _accessor_kind(body: str, table: str, field: str) -> Dict[str, Any]:
+def _accessor_kind(body: str, table: str, field: str) -> dict[str, Any]:
     """Classify an offset field from the source of its accessor method."""
     # The tflite package imports the table class of a table field; the single-module code of
     # ai_edge_litert names it directly (``obj = QuantizationParameters()``).
@@ -156,7 +189,7 @@ def _accessor_kind(body: str, table: str, field: str) -> Dict[str, Any]:
 _ADDER = re.compile(r"def \w+\(builder, (\w+)\):\s+builder\.Prepend(\w+?)Slot\((\d+), .+, ([^,()]+)\)")
 
 
-def _parse_source(source: str) -> Tuple[Dict[str, Any], Dict[str, Dict[str, int]]]:
+def _parse_source(source: str) -> tuple[dict[str, Any], dict[str, dict[str, int]]]:
     """The tables and enums of one flatc-generated Python module (one class or many)."""
     tree = ast.parse(source)
     lines = source.splitlines()
@@ -166,8 +199,8 @@ def _parse_source(source: str) -> Tuple[Dict[str, Any], Dict[str, Dict[str, int]
 
     # Module-level functions by name: ``TensorStart(builder)``, ``TensorAddShape(builder, shape)``, ...
     functions = {f.name: text(f) for f in tree.body if isinstance(f, ast.FunctionDef)}
-    tables: Dict[str, Any] = {}
-    enums: Dict[str, Dict[str, int]] = {}
+    tables: dict[str, Any] = {}
+    enums: dict[str, dict[str, int]] = {}
     for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
         name = cls.name
         methods = {f.name: text(f) for f in cls.body if isinstance(f, ast.FunctionDef)}
@@ -184,14 +217,14 @@ def _parse_source(source: str) -> Tuple[Dict[str, Any], Dict[str, Dict[str, int]
         start = re.fullmatch(r"def \w+\(builder\):\s+builder\.StartObject\((\d+)\)", functions.get(f"{name}Start", ""))
         if start is None:
             raise SystemExit(f"table {name} has no {name}Start function")
-        fields: List[Dict[str, Any]] = []
+        fields: list[dict[str, Any]] = []
         for method in methods:
             adder = _ADDER.fullmatch(functions.get(f"{name}Add{method}", ""))
             if adder is None:
                 continue  # not a field (Init, ShapeLength, ...)
             param, slot_kind, slot, default = adder.groups()
             field = snake_case(param)
-            entry: Dict[str, Any] = {"name": field, "slot": int(slot)}
+            entry: dict[str, Any] = {"name": field, "slot": int(slot)}
             if slot_kind == "UOffsetTRelative":
                 entry.update(_accessor_kind(methods[method], name, field))
             else:
@@ -208,7 +241,7 @@ def _parse_source(source: str) -> Tuple[Dict[str, Any], Dict[str, Dict[str, int]
     return tables, enums
 
 
-def _merge_table(name: str, ours: Dict[str, Any], theirs: Dict[str, Any]) -> Dict[str, Any]:
+def _merge_table(name: str, ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
     """One table as two packages define it: the same fields where both have them, the union of the rest."""
     by_slot = {f["slot"]: f for f in ours["fields"]}
     for field in theirs["fields"]:
@@ -220,7 +253,7 @@ def _merge_table(name: str, ours: Dict[str, Any], theirs: Dict[str, Any]) -> Dic
     return {"slots": max(ours["slots"], theirs["slots"]), "fields": [by_slot[s] for s in sorted(by_slot)]}
 
 
-def _merge_enum(name: str, ours: Dict[str, int], theirs: Dict[str, int]) -> Dict[str, int]:
+def _merge_enum(name: str, ours: dict[str, int], theirs: dict[str, int]) -> dict[str, int]:
     merged = dict(ours)
     for key, value in theirs.items():
         if merged.setdefault(key, value) != value:
@@ -230,10 +263,10 @@ def _merge_enum(name: str, ours: Dict[str, int], theirs: Dict[str, int]) -> Dict
     return merged
 
 
-def build_record() -> Dict[str, Any]:
+def build_record() -> dict[str, Any]:
     """The schema record: the union of the schemas of the installed ``tflite`` and ``ai_edge_litert``."""
-    tables: Dict[str, Any] = {}
-    enums: Dict[str, Dict[str, int]] = {}
+    tables: dict[str, Any] = {}
+    enums: dict[str, dict[str, int]] = {}
     versions = {}
     for distribution, version, sources in _package_sources():
         versions[distribution] = version
@@ -260,13 +293,13 @@ def build_record() -> Dict[str, Any]:
     }
 
 
-def build_conversion_record() -> Dict[str, Any]:
+def build_conversion_record() -> dict[str, Any]:
     """The record of conversion_metadata.fbs, in the form of the main record."""
     tables = {}
     for name, fields in CONVERSION_METADATA_TABLES.items():
         entries = []
         for slot, (field, kind, type_or_table, default) in enumerate(fields):
-            entry: Dict[str, Any] = {"name": field, "slot": slot, "kind": kind}
+            entry: dict[str, Any] = {"name": field, "slot": slot, "kind": kind}
             if kind in ("scalar", "vector_scalar"):
                 entry["type"] = type_or_table
             elif kind in ("table", "vector_table"):
@@ -275,19 +308,25 @@ def build_conversion_record() -> Dict[str, Any]:
                 entry["default"] = default
             entries.append(entry)
         tables[name] = {"slots": len(fields), "fields": entries}
-    return {"source": "conversion_metadata.fbs", "file_identifier": "",
-            "root_table": "ConversionMetadata", "tables": tables, "unions": {}, "enums": CONVERSION_METADATA_ENUMS}
+    return {
+        "source": "conversion_metadata.fbs",
+        "file_identifier": "",
+        "root_table": "ConversionMetadata",
+        "tables": tables,
+        "unions": {},
+        "enums": CONVERSION_METADATA_ENUMS,
+    }
 
 
-def _schema_part(record: Dict[str, Any]) -> Dict[str, Any]:
+def _schema_part(record: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in record.items() if key != "packages"}
 
 
-def render(record: Dict[str, Any]) -> str:
+def render(record: dict[str, Any]) -> str:
     return json.dumps(record, indent=1, sort_keys=True) + "\n"
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare, do not write")
     args = parser.parse_args(argv)

@@ -20,7 +20,6 @@ import tracemalloc
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
 
 from tflite_fp16 import InvalidModelError, RewriteError, UnsupportedModelError, rewrite
 from tflite_fp16.schema import SCHEMA
@@ -39,9 +38,9 @@ class Site:
     what: str = ""  # for an offset: the type of what it points to
 
 
-def sites(content: bytes) -> List[Site]:
+def sites(content: bytes) -> list[Site]:
     """Every offset, vector length, union type and index field of a valid model."""
-    found: List[Site] = []
+    found: list[Site] = []
     seen = set()
 
     def table(pos: int, name: str) -> None:
@@ -58,13 +57,28 @@ def sites(content: bytes) -> List[Site]:
                 continue
             at = pos + offsets[field.slot]
             if field.kind == "scalar":
-                size = struct.calcsize("<" + {"bool": "?", "int8": "b", "uint8": "B", "int16": "h", "uint16": "H",
-                                               "int32": "i", "uint32": "I", "int64": "q", "uint64": "Q",
-                                               "float32": "f", "float64": "d"}[field.type])  # type: ignore[index]
+                size = struct.calcsize(
+                    "<"
+                    + {
+                        "bool": "?",
+                        "int8": "b",
+                        "uint8": "B",
+                        "int16": "h",
+                        "uint16": "H",
+                        "int32": "i",
+                        "uint32": "I",
+                        "int64": "q",
+                        "uint64": "Q",
+                        "float32": "f",
+                        "float64": "d",
+                    }[field.type]
+                )  # type: ignore[index]
                 values[field.name] = (at, size)
                 if field.name.endswith("_type") and size == 1:
                     found.append(Site(at, "union_type", 1))
-                elif field.name in ("buffer", "opcode_index", "tensor_index", "subgraph_index") or field.name.endswith("subgraph_index"):
+                elif field.name in ("buffer", "opcode_index", "tensor_index", "subgraph_index") or field.name.endswith(
+                    "subgraph_index"
+                ):
                     found.append(Site(at, "index", size))
                 elif field.name in ("offset", "size", "large_custom_options_offset", "large_custom_options_size"):
                     found.append(Site(at, "external", size))
@@ -131,7 +145,11 @@ def mutate(content: bytes, seed: int, count: int = 0) -> bytes:
             if lengths:
                 site = rng.choice(lengths)
                 old = _U32.unpack_from(data, site.position)[0]
-                _U32.pack_into(data, site.position, rng.choice([0, old + 1, old * 2 + 7, 1 << 20, (1 << 31) - 1, (1 << 32) - 1]) % (1 << 32))
+                _U32.pack_into(
+                    data,
+                    site.position,
+                    rng.choice([0, old + 1, old * 2 + 7, 1 << 20, (1 << 31) - 1, (1 << 32) - 1]) % (1 << 32),
+                )
         elif choice < 0.6:
             unions = [s for s in places if s.kind == "union_type"]
             if unions:
@@ -146,8 +164,12 @@ def mutate(content: bytes, seed: int, count: int = 0) -> bytes:
             externals = [s for s in places if s.kind == "external"]
             if externals:
                 site = rng.choice(externals)
-                value = rng.choice([0, 2, 8, len(data) // 2, len(data), len(data) + 16, rng.randrange(max(1, len(data)))])
-                data[site.position : site.position + site.size] = (value % (1 << (8 * site.size))).to_bytes(site.size, "little")
+                value = rng.choice(
+                    [0, 2, 8, len(data) // 2, len(data), len(data) + 16, rng.randrange(max(1, len(data)))]
+                )
+                data[site.position : site.position + site.size] = (value % (1 << (8 * site.size))).to_bytes(
+                    site.size, "little"
+                )
             else:
                 data += appended_zip()
         elif choice < 0.9:
@@ -160,7 +182,7 @@ def mutate(content: bytes, seed: int, count: int = 0) -> bytes:
     return bytes(data)
 
 
-def _load(path: str) -> Tuple[bool, str]:
+def _load(path: str) -> tuple[bool, str]:
     """In a worker process: does LiteRT load (verify and build) this model?"""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from ai_edge_litert.interpreter import Interpreter
@@ -177,9 +199,9 @@ class LiteRTLoader:
     file ends that process, not the caller."""
 
     def __init__(self) -> None:
-        self.pool: Optional[concurrent.futures.ProcessPoolExecutor] = None
+        self.pool: concurrent.futures.ProcessPoolExecutor | None = None
 
-    def loads(self, path: Path) -> Tuple[bool, str]:
+    def loads(self, path: Path) -> tuple[bool, str]:
         for _ in range(2):
             if self.pool is None:
                 self.pool = concurrent.futures.ProcessPoolExecutor(max_workers=1)
@@ -210,7 +232,7 @@ MEMORY_CONSTANT = 64 << 20  # ... this much
 SECONDS_LIMIT = 20.0
 
 
-def judge(content: bytes, directory: Path, loader: Optional[LiteRTLoader]) -> Outcome:
+def judge(content: bytes, directory: Path, loader: LiteRTLoader | None) -> Outcome:
     """Rewrite ``content``; assert the outcome is acceptable; return it.
 
     Acceptable: our own exception (InvalidModelError, UnsupportedModelError, or another
@@ -243,7 +265,9 @@ def judge(content: bytes, directory: Path, loader: Optional[LiteRTLoader]) -> Ou
     leftovers = sorted(p.name for p in directory.iterdir() if p.name not in ("in.tflite", "out.tflite"))
     assert not leftovers, f"files left behind: {leftovers}"
     assert outcome.seconds < SECONDS_LIMIT, f"took {outcome.seconds:.1f} s"
-    assert peak <= MEMORY_FACTOR * len(content) + MEMORY_CONSTANT, f"peak memory {peak:,} for a file of {len(content):,}"
+    assert peak <= MEMORY_FACTOR * len(content) + MEMORY_CONSTANT, (
+        f"peak memory {peak:,} for a file of {len(content):,}"
+    )
     if outcome.kind in ("converted", "unchanged"):
         output = target.read_bytes()
         assert len(output) <= 3 * len(content) + (64 << 10), f"output of {len(output):,} bytes for {len(content):,}"

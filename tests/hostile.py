@@ -4,11 +4,10 @@ flatbuffers ``Builder``, independently of tflite_fp16's writer."""
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 import flatbuffers
 import numpy as np
-
 from tflite_builder import _int_vector, _table_vector
 
 ADD = 0
@@ -32,7 +31,9 @@ def _operator(builder: flatbuffers.Builder, inputs: Sequence[int], outputs: Sequ
     return builder.EndObject()
 
 
-def _subgraph(builder: flatbuffers.Builder, tensors: int, operators: int, inputs: Sequence[int], outputs: Sequence[int]) -> int:
+def _subgraph(
+    builder: flatbuffers.Builder, tensors: int, operators: int, inputs: Sequence[int], outputs: Sequence[int]
+) -> int:
     ins, outs = _int_vector(builder, inputs), _int_vector(builder, outputs)
     builder.StartObject(6)
     builder.PrependUOffsetTRelativeSlot(0, tensors, 0)
@@ -55,7 +56,7 @@ def _model(builder: flatbuffers.Builder, subgraphs: int, buffers: int) -> bytes:
     return bytes(builder.Output())
 
 
-def _buffers(builder: flatbuffers.Builder, datas: Sequence[Optional[int]]) -> int:
+def _buffers(builder: flatbuffers.Builder, datas: Sequence[int | None]) -> int:
     tables = []
     for data in datas:
         builder.StartObject(3)
@@ -95,7 +96,9 @@ def chain_sharing_one_data_vector(buffers: int, width: int, seed: int = 0) -> by
     for i in range(buffers):
         source = 0 if i == 0 else buffers + i
         operators.append(_operator(builder, [source, 1 + i], [buffers + 1 + i]))
-    subgraph = _subgraph(builder, _table_vector(builder, tensors), _table_vector(builder, operators), [0], [2 * buffers])
+    subgraph = _subgraph(
+        builder, _table_vector(builder, tensors), _table_vector(builder, operators), [0], [2 * buffers]
+    )
     return _model(builder, _table_vector(builder, [subgraph]), _buffers(builder, [None] + [data] * buffers))
 
 
@@ -124,9 +127,11 @@ def shared_subgraph_with_a_constant(copies: int = 3) -> bytes:
     builder = flatbuffers.Builder(1024)
     data = builder.CreateByteVector(np.array([0.5, -1.5, 2.0, 0.25], "<f4").tobytes())
     shape = _int_vector(builder, [4])
-    tensors = [_tensor(builder, shape, 0, builder.CreateString("x")), _tensor(builder, shape, 1, builder.CreateString("c")),
-               _tensor(builder, shape, 0, builder.CreateString("y"))]
+    tensors = [
+        _tensor(builder, shape, 0, builder.CreateString("x")),
+        _tensor(builder, shape, 1, builder.CreateString("c")),
+        _tensor(builder, shape, 0, builder.CreateString("y")),
+    ]
     operators = [_operator(builder, [0, 1], [2])]
     subgraph = _subgraph(builder, _table_vector(builder, tensors), _table_vector(builder, operators), [0], [2])
     return _model(builder, _table_vector(builder, [subgraph] * copies), _buffers(builder, [None, data]))
-

@@ -9,7 +9,8 @@ tflite_fp16's reader, plan, writer or metadata code, so a bug there cannot hide 
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import flatbuffers
 import numpy as np
@@ -26,7 +27,7 @@ def dump(obj: Any, depth: int = 0) -> Any:
         return obj
     if isinstance(obj, np.ndarray):
         return obj.tolist()
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     names = [n for n in dir(obj) if n[0].isupper() and not n.startswith(("GetRootAs", "Init"))]
     for name in names:
         if name.endswith("BufferHasIdentifier") or any(
@@ -57,8 +58,11 @@ def dump(obj: Any, depth: int = 0) -> Any:
 
 
 def _union_class(table: str, field: str, kind: int) -> Any:
-    enum = {"BuiltinOptions": tflite.BuiltinOptions, "BuiltinOptions2": tflite.BuiltinOptions2,
-            "Details": tflite.QuantizationDetails}.get(field)
+    enum = {
+        "BuiltinOptions": tflite.BuiltinOptions,
+        "BuiltinOptions2": tflite.BuiltinOptions2,
+        "Details": tflite.QuantizationDetails,
+    }.get(field)
     if enum is None:
         enum = tflite.SparseIndexVector
     name = {v: k for k, v in vars(enum).items() if isinstance(v, int)}[kind]
@@ -84,7 +88,7 @@ def buffer_data(model: Any, index: int) -> bytes:
     return b"" if buffer.DataIsNone() else buffer.DataAsNumpy().tobytes()
 
 
-def buffer_data_offset(model: Any, index: int) -> Optional[int]:
+def buffer_data_offset(model: Any, index: int) -> int | None:
     """Where a buffer's data starts in the file."""
     buffer = model.Buffers(index)
     if buffer.Offset() > 1:
@@ -111,18 +115,25 @@ def name_matches(name: str, pattern: str) -> bool:
     return any(fnmatch.fnmatchcase(part, pattern) for part in [name] + name.split(";"))
 
 
-def expected_conversions(model: Any, keep: Sequence[str] = (), min_elements: int = 0, custom_op_inputs: bool = False,
-                         skip_ops: Sequence[str] = (), lossy: str = "keep", max_cast_error: float = 1e-3) -> Set[Tuple[int, int]]:
+def expected_conversions(
+    model: Any,
+    keep: Sequence[str] = (),
+    min_elements: int = 0,
+    custom_op_inputs: bool = False,
+    skip_ops: Sequence[str] = (),
+    lossy: str = "keep",
+    max_cast_error: float = 1e-3,
+) -> set[tuple[int, int]]:
     """(subgraph, tensor) pairs the rule converts, computed from the input alone."""
     ops = [op_of(model.OperatorCodes(i)) for i in range(model.OperatorCodesLength())]
     builtin_names = {v: k for k, v in vars(tflite.BuiltinOperator).items() if isinstance(v, int)}
     skipped_builtins = {n for n in skip_ops if not n.startswith("CUSTOM:")}
-    skipped_customs = {n[len("CUSTOM:"):] for n in skip_ops if n.startswith("CUSTOM:")}
+    skipped_customs = {n[len("CUSTOM:") :] for n in skip_ops if n.startswith("CUSTOM:")}
     result = set()
     for s in range(model.SubgraphsLength()):
         sg = model.Subgraphs(s)
         tensors = [sg.Tensors(i) for i in range(sg.TensorsLength())]
-        readers: Dict[int, List[int]] = {}
+        readers: dict[int, list[int]] = {}
         written = set()
         for o in range(sg.OperatorsLength()):
             op = sg.Operators(o)
@@ -133,21 +144,23 @@ def expected_conversions(model: Any, keep: Sequence[str] = (), min_elements: int
             sg.OutputsAsNumpy().tolist() if not sg.OutputsIsNone() else []
         )
 
-        def hybrid(o: int) -> bool:
+        def hybrid(o: int, sg: Any = sg, tensors: Any = tensors) -> bool:
             op = sg.Operators(o)
             if ops[op.OpcodeIndex()] == DEQUANTIZE:
                 return False
             ins = [i for i in op.InputsAsNumpy().tolist() if i >= 0]
             outs = [i for i in op.OutputsAsNumpy().tolist() if i >= 0]
-            return any(tensors[i].Type() in QUANTIZED_WEIGHTS and buffer_data(model, tensors[i].Buffer()) for i in ins) and any(
-                tensors[i].Type() == FLOAT32 for i in outs
-            )
+            return any(
+                tensors[i].Type() in QUANTIZED_WEIGHTS and buffer_data(model, tensors[i].Buffer()) for i in ins
+            ) and any(tensors[i].Type() == FLOAT32 for i in outs)
 
         named = set()  # tensors a blockwise or multi-axis quantization names (scales, zero points)
         for tensor in tensors:
             q = tensor.Quantization()
             if q is not None and q.DetailsType() in (BLOCKWISE, MULTI_AXIS):
-                details = (tflite.BlockwiseQuantization if q.DetailsType() == BLOCKWISE else tflite.MultiAxisQuantization)()
+                details = (
+                    tflite.BlockwiseQuantization if q.DetailsType() == BLOCKWISE else tflite.MultiAxisQuantization
+                )()
                 details.Init(q.Details().Bytes, q.Details().Pos)
                 named |= {details.Scales(), details.ZeroPoints()}
         for t, tensor in enumerate(tensors):
@@ -160,25 +173,34 @@ def expected_conversions(model: Any, keep: Sequence[str] = (), min_elements: int
                 continue
             if lossy == "keep" and is_lossy(buffer_data(model, tensor.Buffer()), max_cast_error):
                 continue
-            if tensor.Sparsity() is None and int(np.prod(tensor.ShapeAsNumpy() if not tensor.ShapeIsNone() else [])) < min_elements:
+            if (
+                tensor.Sparsity() is None
+                and int(np.prod(tensor.ShapeAsNumpy() if not tensor.ShapeIsNone() else [])) < min_elements
+            ):
                 continue
             bad = False
             for o in readers[t]:
                 code = ops[sg.Operators(o).OpcodeIndex()]
                 if code == CUSTOM:
-                    custom = (model.OperatorCodes(sg.Operators(o).OpcodeIndex()).CustomCode() or b"").decode("utf-8", "replace")
+                    custom = (model.OperatorCodes(sg.Operators(o).OpcodeIndex()).CustomCode() or b"").decode(
+                        "utf-8", "replace"
+                    )
                     if custom in skipped_customs:
                         bad = True
                 elif builtin_names.get(code) in skipped_builtins:
                     bad = True
-                if (code == CUSTOM and not custom_op_inputs) or hybrid(o) or (tensor.Sparsity() is not None and code != DENSIFY):
+                if (
+                    (code == CUSTOM and not custom_op_inputs)
+                    or hybrid(o)
+                    or (tensor.Sparsity() is not None and code != DENSIFY)
+                ):
                     bad = True
             if not bad:
                 result.add((s, t))
     return result
 
 
-def check_rewrite(before: bytes, after: bytes, fp16_compute: bool = False, **options: Any) -> Set[Tuple[int, int]]:
+def check_rewrite(before: bytes, after: bytes, fp16_compute: bool = False, **options: Any) -> set[tuple[int, int]]:
     """Assert every rule of the rewrite (under ``options``, as :func:`expected_conversions`
     takes them); return the converted (subgraph, tensor) pairs."""
     a = tflite.Model.GetRootAs(before, 0)
@@ -196,7 +218,7 @@ def check_rewrite(before: bytes, after: bytes, fp16_compute: bool = False, **opt
     ]
 
     b_ops = [op_of(b.OperatorCodes(i)) for i in range(b.OperatorCodesLength())]
-    added_codes: Set[int] = set()
+    added_codes: set[int] = set()
     for s in range(a.SubgraphsLength()):
         added_codes |= _check_subgraph(a, b, s, {t for (sg, t) in converted if sg == s}, b_ops)
 
@@ -266,7 +288,9 @@ def tensorflow_model_hash(content: bytes) -> int:
     def update(value: np.uint64, item: Any) -> np.uint64:
         with np.errstate(over="ignore"):
             item = np.int64(item).astype(np.uint64)  # a negative int32 wraps, as np.uint64(np.int32(-1)) does
-            return np.bitwise_xor(value, item + constant + np.left_shift(value, np.uint64(10)) + np.right_shift(value, np.uint64(4)))
+            return np.bitwise_xor(
+                value, item + constant + np.left_shift(value, np.uint64(10)) + np.right_shift(value, np.uint64(4))
+            )
 
     value = np.uint64(0)
     for subgraph in model.subgraphs or []:
@@ -274,7 +298,7 @@ def tensorflow_model_hash(content: bytes) -> int:
             value = update(value, len(subgraph.operators))
             for operator in subgraph.operators:
                 for items in (operator.inputs, operator.outputs):
-                    for item in (items if items is not None else []):
+                    for item in items if items is not None else []:
                         value = update(value, item)
         if subgraph.tensors is not None:
             value = update(value, len(subgraph.tensors))
@@ -282,7 +306,7 @@ def tensorflow_model_hash(content: bytes) -> int:
                 data = model.buffers[tensor.buffer].data
                 if data is not None:
                     value = update(value, len(data))
-                for item in (tensor.shape if tensor.shape is not None else []):
+                for item in tensor.shape if tensor.shape is not None else []:
                     value = update(value, item)
         for items in (subgraph.inputs, subgraph.outputs):
             if items is not None:
@@ -290,10 +314,12 @@ def tensorflow_model_hash(content: bytes) -> int:
     return int(value)
 
 
-def read_conversion_metadata(raw: bytes) -> Dict[str, Any]:
+def read_conversion_metadata(raw: bytes) -> dict[str, Any]:
     """The fields of a CONVERSION_METADATA flatbuffer (conversion_metadata.fbs), decoded with the
     flatbuffers runtime alone, by vtable slot."""
-    root = flatbuffers.table.Table(bytearray(raw), flatbuffers.encode.Get(flatbuffers.packer.uoffset, bytearray(raw), 0))
+    root = flatbuffers.table.Table(
+        bytearray(raw), flatbuffers.encode.Get(flatbuffers.packer.uoffset, bytearray(raw), 0)
+    )
 
     def sub(table: Any, slot: int) -> Any:
         o = table.Offset(4 + 2 * slot)
@@ -304,7 +330,7 @@ def read_conversion_metadata(raw: bytes) -> Dict[str, Any]:
         return None if o == 0 else table.Get(flags, o + table.Pos)
 
     n = flatbuffers.number_types
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     environment = sub(root, 0)
     if environment is not None:
         o = environment.Offset(4)
@@ -342,11 +368,11 @@ def check_conversion_metadata(before: bytes, after: bytes, model_after: bytes) -
     assert a == b
 
 
-def _version(raw: bytes) -> Tuple[int, ...]:
+def _version(raw: bytes) -> tuple[int, ...]:
     return tuple(int(p) for p in raw.split(b"\0", 1)[0].decode().split("."))
 
 
-def _check_subgraph(a: Any, b: Any, s: int, converted: Set[int], b_ops: List[int]) -> Set[int]:
+def _check_subgraph(a: Any, b: Any, s: int, converted: set[int], b_ops: list[int]) -> set[int]:
     """Check one subgraph; return the operator codes of the added DEQUANTIZE ops."""
     sa, sb = a.Subgraphs(s), b.Subgraphs(s)
     assert sa.Name() == sb.Name()
@@ -374,11 +400,11 @@ def _check_subgraph(a: Any, b: Any, s: int, converted: Set[int], b_ops: List[int
     # sparse constant's DENSIFY writes a new float16 tensor, dequantized right after it into the
     # DENSIFY's original output.
     ops_b = [sb.Operators(o) for o in range(sb.OperatorsLength())]
-    producer: Dict[int, int] = {}
-    added: Dict[int, int] = {}  # new tensor -> converted tensor it dequantizes
-    densified: Dict[int, int] = {}  # new float16 tensor a DENSIFY writes -> the original output its DEQUANTIZE writes
-    added_codes: Set[int] = set()
-    constant_positions: List[int] = []
+    producer: dict[int, int] = {}
+    added: dict[int, int] = {}  # new tensor -> converted tensor it dequantizes
+    densified: dict[int, int] = {}  # new float16 tensor a DENSIFY writes -> the original output its DEQUANTIZE writes
+    added_codes: set[int] = set()
+    constant_positions: list[int] = []
     originals = []
     for o, op in enumerate(ops_b):
         outputs = op.OutputsAsNumpy().tolist()
@@ -396,7 +422,9 @@ def _check_subgraph(a: Any, b: Any, s: int, converted: Set[int], b_ops: List[int
         elif is_dequantize and inputs[0] >= n and outputs[0] < n and sb.Tensors(inputs[0]).Type() == FLOAT16:
             (half,), (target,) = inputs, outputs
             assert sb.Tensors(target).Type() == FLOAT32
-            assert o >= 1 and half in ops_b[o - 1].OutputsAsNumpy().tolist(), "a sparse DEQUANTIZE not right after its DENSIFY"
+            assert o >= 1 and half in ops_b[o - 1].OutputsAsNumpy().tolist(), (
+                "a sparse DEQUANTIZE not right after its DENSIFY"
+            )
             densified[half] = target
             added[half] = -1
             added_codes.add(op.OpcodeIndex())
@@ -405,14 +433,18 @@ def _check_subgraph(a: Any, b: Any, s: int, converted: Set[int], b_ops: List[int
         for x in outputs:
             producer[x] = o
     assert len(originals) == sa.OperatorsLength()
-    assert constant_positions == list(range(len(constant_positions))), "the constants' DEQUANTIZE ops do not lead the subgraph"
-    first_use: List[int] = []
+    assert constant_positions == list(range(len(constant_positions))), (
+        "the constants' DEQUANTIZE ops do not lead the subgraph"
+    )
+    first_use: list[int] = []
     for oa in range(sa.OperatorsLength()):
         for x in sa.Operators(oa).InputsAsNumpy().tolist():
             if x in converted and x not in first_use and b_ops[ops_b[originals[oa]].OpcodeIndex()] != DENSIFY:
                 first_use.append(x)
-    assert [ops_b[o].InputsAsNumpy().tolist()[0] for o in constant_positions] == first_use, "not in the order of first use"
-    consumers_of_half: Dict[int, List[int]] = {}
+    assert [ops_b[o].InputsAsNumpy().tolist()[0] for o in constant_positions] == first_use, (
+        "not in the order of first use"
+    )
+    consumers_of_half: dict[int, list[int]] = {}
     for oa, ob in zip(range(sa.OperatorsLength()), originals):
         opa, opb = sa.Operators(oa), ops_b[ob]
         ia, ib = opa.InputsAsNumpy().tolist(), opb.InputsAsNumpy().tolist()
@@ -428,7 +460,9 @@ def _check_subgraph(a: Any, b: Any, s: int, converted: Set[int], b_ops: List[int
         da.pop("Inputs"), db.pop("Inputs")
         if sparse_read:
             (half,) = opb.OutputsAsNumpy().tolist()
-            assert densified.get(half) == opa.OutputsAsNumpy().tolist()[0], "a sparse constant's DENSIFY output is not dequantized"
+            assert densified.get(half) == opa.OutputsAsNumpy().tolist()[0], (
+                "a sparse constant's DENSIFY output is not dequantized"
+            )
             da.pop("Outputs"), db.pop("Outputs")
         assert da == db, f"operator {oa} changed"
     for o, op in enumerate(ops_b):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -20,7 +19,7 @@ def _random(rng: np.random.Generator, shape, dtype) -> np.ndarray:  # type: igno
     return rng.integers(0, 16, shape).astype(dtype)
 
 
-def run(path: Path, resolver: str = "default", seed: int = 0) -> Dict[str, np.ndarray]:
+def run(path: Path, resolver: str = "default", seed: int = 0) -> dict[str, np.ndarray]:
     """Every output of every signature (or of the default subgraph), by name.
 
     Inputs follow the corpus README: N(0,1) floats, integers in [0, 16),
@@ -28,7 +27,7 @@ def run(path: Path, resolver: str = "default", seed: int = 0) -> Dict[str, np.nd
     """
     interpreter = Interpreter(model_path=str(path), experimental_op_resolver_type=RESOLVERS[resolver])
     rng = np.random.default_rng(seed)
-    outputs: Dict[str, np.ndarray] = {}
+    outputs: dict[str, np.ndarray] = {}
     signatures = interpreter.get_signature_list()
     if signatures:
         for key in sorted(signatures):
@@ -50,6 +49,6 @@ def run(path: Path, resolver: str = "default", seed: int = 0) -> Dict[str, np.nd
     return outputs
 
 
-def max_abs_error(reference: Dict[str, np.ndarray], other: Dict[str, np.ndarray]) -> float:
+def max_abs_error(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> float:
     assert reference.keys() == other.keys()
     return max(float(np.max(np.abs(reference[k].astype(np.float64) - other[k].astype(np.float64)))) for k in reference)

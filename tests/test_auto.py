@@ -8,18 +8,18 @@ import json
 import os
 import pty
 import struct
-import termios
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 import tflite_builder as tb
+
 from tflite_fp16 import Options, VerificationError, rewrite, rewrite_bytes, verify
-from tflite_fp16.tools.auto import keep_pattern, run_bound
 from tflite_fp16.conversion.plan import matches
+from tflite_fp16.tools.auto import keep_pattern, run_bound
 from tflite_fp16.verification import PROBES
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -58,7 +58,10 @@ def test_search_keeps_the_amplified_constants_and_passes_held_out_inputs(bank: P
     held_out = verify(bank, out, inputs={"signal": signals(5, seed=99)}, tolerance=1e-3)
     assert held_out.passed and len(held_out.samples) == 5
     data = report.to_dict()["auto"]
-    assert data["runs"] == search.runs and {t["name"] for k in data["kept"] for t in k["tensors"]} == {"bank/a", "bank/b"}
+    assert data["runs"] == search.runs and {t["name"] for k in data["kept"] for t in k["tensors"]} == {
+        "bank/a",
+        "bank/b",
+    }
     assert data["bytes_kept_float32"] == 512 and data["kept"][0]["rel_l2_error_alone"] > 1e-3
 
 
@@ -82,8 +85,17 @@ def test_runs_stay_within_the_documented_bound(tmp_path: Path) -> None:
 def test_save_keep_then_keep_from_converts_the_same_without_litert(bank: Path, tmp_path: Path) -> None:
     np.savez(tmp_path / "calibration.npz", signal=signals(2, seed=1))
     keep_file, searched, replayed = tmp_path / "keep.txt", tmp_path / "searched.tflite", tmp_path / "replayed.tflite"
-    result = run("--auto", "--tolerance", "1e-3", "--inputs", str(tmp_path / "calibration.npz"), "--save-keep", str(keep_file),
-                 str(bank), str(searched))
+    result = run(
+        "--auto",
+        "--tolerance",
+        "1e-3",
+        "--inputs",
+        str(tmp_path / "calibration.npz"),
+        "--save-keep",
+        str(keep_file),
+        str(bank),
+        str(searched),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == "", "no progress output when stderr is not a terminal"
     assert "(tolerance)" in result.stdout and "auto: kept 2 tensors float32 (512 bytes)" in result.stdout
@@ -116,8 +128,11 @@ def test_unreachable_tolerance_exits_3_and_says_so(tmp_path: Path) -> None:
 def test_progress_on_a_terminal(bank: Path, tmp_path: Path) -> None:
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal has a size
-    process = subprocess.Popen([sys.executable, "-m", "tflite_fp16", "--auto", "--tolerance", "1e-3", str(bank),
-                                str(tmp_path / "out.tflite")], stdout=subprocess.PIPE, stderr=follower)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tflite_fp16", "--auto", "--tolerance", "1e-3", str(bank), str(tmp_path / "out.tflite")],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+    )
     os.close(follower)
     shown = b""
     while True:
@@ -130,7 +145,9 @@ def test_progress_on_a_terminal(bank: Path, tmp_path: Path) -> None:
         shown += chunk
     assert process.wait(timeout=120) == 0
     os.close(leader)
-    assert b"tolerance search" in shown and b"/4 [" in shown  # tensor i of 4 (refreshed every 0.1 s), cleared at the end
+    assert (
+        b"tolerance search" in shown and b"/4 [" in shown
+    )  # tensor i of 4 (refreshed every 0.1 s), cleared at the end
 
 
 def test_keep_patterns_name_exactly_one_tensor() -> None:

@@ -13,8 +13,15 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tflite_fp16.conversion.cast import (
-    BLOCK_ELEMENTS, CHUNK_ELEMENTS, SMALL_ELEMENTS, Float16Cast, cast_batch, cast_statistics, cast_to_float16,
-    measure, value_stats,
+    BLOCK_ELEMENTS,
+    CHUNK_ELEMENTS,
+    SMALL_ELEMENTS,
+    Float16Cast,
+    cast_batch,
+    cast_statistics,
+    cast_to_float16,
+    measure,
+    value_stats,
 )
 
 
@@ -62,7 +69,9 @@ def assert_stats(stats, x: np.ndarray) -> None:  # type: ignore[no-untyped-def]
 
 
 float32s = st.floats(width=32, allow_nan=True, allow_infinity=True)
-special = st.sampled_from([0.0, -0.0, 1e-10, -3e-8, 2.9802322e-08, 6e-8, 6.1e-5, 65504.0, 65519.0, 65520.0, -1e6, np.inf, -np.inf, np.nan])
+special = st.sampled_from(
+    [0.0, -0.0, 1e-10, -3e-8, 2.9802322e-08, 6e-8, 6.1e-5, 65504.0, 65519.0, 65520.0, -1e6, np.inf, -np.inf, np.nan]
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -158,11 +167,13 @@ def test_measure_fills_stats_and_keeps_no_data() -> None:
 
 def test_value_stats_batches_many_small_arrays_like_one_at_a_time() -> None:
     rng = np.random.default_rng(3)
-    arrays = [(rng.standard_normal(rng.integers(1, 50)) * 10.0 ** rng.integers(-12, 6)).astype("<f4") for _ in range(5000)]
+    arrays = [
+        (rng.standard_normal(rng.integers(1, 50)) * 10.0 ** rng.integers(-12, 6)).astype("<f4") for _ in range(5000)
+    ]
     arrays[10][0] = np.nan
     arrays[20][1:] = np.inf
     together = value_stats(arrays)
-    for a, s in zip(arrays[:: 97], together[:: 97]):
+    for a, s in zip(arrays[::97], together[::97]):
         alone = value_stats([a])[0]
         assert alone == s
     assert together[10].nans == 1 and together[20].max_magnitude == math.inf
@@ -180,7 +191,9 @@ def test_every_exponent_and_every_rounding_pattern_matches_numpy() -> None:
     low = np.arange(1 << 14, dtype=np.uint32)
     patterns = [
         np.uint32(sign << 31) | np.uint32(exponent << 23) | np.uint32(high << 14) | low
-        for exponent in range(0, 143) for high in (0, 0x1FF) for sign in (0, 1)
+        for exponent in range(143)
+        for high in (0, 0x1FF)
+        for sign in (0, 1)
     ]
     x = np.clip(np.concatenate(patterns).view("<f4"), -65504, 65504)
     want = reference(x).view("<u2")

@@ -64,7 +64,9 @@ def test_missing_output_argument_is_a_usage_error() -> None:
     assert result.returncode == 2 and "give IN OUT" in result.stderr
 
 
-def test_unexpected_error_is_one_line_and_exit_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:  # type: ignore[type-arg]
+def test_unexpected_error_is_one_line_and_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:  # type: ignore[type-arg]
     from tflite_fp16 import cli
     from tflite_fp16.format import writer
 
@@ -75,5 +77,7 @@ def test_unexpected_error_is_one_line_and_exit_1(tmp_path: Path, monkeypatch: py
     status = cli.main([str(DATA / "tiny_mlp.fp32.tflite"), str(tmp_path / "out.tflite")])
     captured = capsys.readouterr()
     assert status == 1 and captured.out == ""
-    assert captured.err.strip().splitlines() == ["tflite-fp16: internal error: RuntimeError: simulated bug (please report it)"]
+    assert captured.err.strip().splitlines() == [
+        "tflite-fp16: internal error: RuntimeError: simulated bug (please report it)"
+    ]
     assert list(tmp_path.iterdir()) == []

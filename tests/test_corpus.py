@@ -4,15 +4,15 @@ converted, compared with TensorFlow's own float16 file, run in LiteRT."""
 from __future__ import annotations
 
 import collections
+from collections import Counter
 from pathlib import Path
-from typing import Counter, Tuple
 
 import numpy as np
+import oracle
 import pytest
+import runtime
 import tflite
 
-import oracle
-import runtime
 from tflite_fp16 import rewrite
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -33,9 +33,9 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def float16_constants(path: Path) -> Counter[Tuple[int, Tuple[int, ...], bytes]]:
+def float16_constants(path: Path) -> Counter[tuple[int, tuple[int, ...], bytes]]:
     model = tflite.Model.GetRootAs(path.read_bytes(), 0)
-    found: Counter[Tuple[int, Tuple[int, ...], bytes]] = collections.Counter()
+    found: Counter[tuple[int, tuple[int, ...], bytes]] = collections.Counter()
     for s in range(model.SubgraphsLength()):
         subgraph = model.Subgraphs(s)
         for t in range(subgraph.TensorsLength()):

@@ -7,14 +7,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import numpy as np
-import pytest
-
 import oracle
+import pytest
 import runtime
 import tflite_builder as tb
+
 from tflite_fp16 import rewrite, rewrite_bytes
 from tflite_fp16.conversion.metadata import model_hash
 from tflite_fp16.format.reader import read_model
@@ -24,13 +24,13 @@ DATA = Path(__file__).resolve().parent / "data"
 FP32_MODELS = sorted(p.name.split(".")[0] for p in DATA.glob("*.fp32.tflite"))
 
 
-def metadata(content: bytes) -> Dict[bytes, bytes]:
+def metadata(content: bytes) -> dict[bytes, bytes]:
     model = oracle.tflite.Model.GetRootAs(content, 0)
     entries = [model.Metadata(m) for m in range(model.MetadataLength())]
     return {e.Name(): oracle.buffer_data(model, e.Buffer()) for e in entries}
 
 
-def metadata_names(content: bytes) -> List[bytes]:
+def metadata_names(content: bytes) -> list[bytes]:
     model = oracle.tflite.Model.GetRootAs(content, 0)
     return [model.Metadata(m).Name() for m in range(model.MetadataLength())]
 
@@ -58,15 +58,24 @@ def test_hash_counts_what_tensorflow_counts() -> None:
     def root(inputs=(0, 1), shape=(4,), data=4, outputs=(2,)):  # type: ignore[no-untyped-def]
         tensors = (Table("Tensor", {"shape": np.array(shape, "<i4"), "buffer": 1}), Table("Tensor", {"buffer": 0}))
         operator = Table("Operator", {"inputs": np.array(inputs, "<i4"), "outputs": np.array(outputs, "<i4")})
-        subgraph = Table("SubGraph", {"tensors": tensors, "operators": (operator,), "inputs": np.array([0], "<i4"),
-                                      "outputs": np.array(outputs, "<i4")})
+        subgraph = Table(
+            "SubGraph",
+            {
+                "tensors": tensors,
+                "operators": (operator,),
+                "inputs": np.array([0], "<i4"),
+                "outputs": np.array(outputs, "<i4"),
+            },
+        )
         buffers = (Table("Buffer", {}), Table("Buffer", {"data": np.zeros(data, np.uint8)}))
         return Table("Model", {"subgraphs": (subgraph,), "buffers": buffers})
 
     base = model_hash(root())
     variants = [root(inputs=(1, 0)), root(inputs=(0, -1)), root(shape=(2, 2)), root(data=8), root(outputs=(2, 3))]
     assert len({base} | {model_hash(v) for v in variants}) == 1 + len(variants)
-    assert model_hash(root(data=8), "offset") == model_hash(root(data=4), "offset")  # no data vector in the offset layout
+    assert model_hash(root(data=8), "offset") == model_hash(
+        root(data=4), "offset"
+    )  # no data vector in the offset layout
     assert model_hash(root(data=0), "offset") != model_hash(root(data=4), "offset")  # an empty vector stays a vector
 
 
@@ -76,13 +85,18 @@ def test_our_float16_file_declares_what_tensorflows_does(name: str, tmp_path: Pa
     rewrite(DATA / f"{name}.fp32.tflite", out, lossy="convert")
     ours, theirs = out.read_bytes(), (DATA / f"{name}.tf_fp16.tflite").read_bytes()
     # The same entries in the same order, the same reduced_precision_support and min_runtime_version bytes.
-    assert metadata_names(ours) == metadata_names(theirs) == [b"min_runtime_version", b"reduced_precision_support",
-                                                              b"CONVERSION_METADATA"]
+    assert (
+        metadata_names(ours)
+        == metadata_names(theirs)
+        == [b"min_runtime_version", b"reduced_precision_support", b"CONVERSION_METADATA"]
+    )
     for key in (b"reduced_precision_support", b"min_runtime_version"):
         assert metadata(ours)[key] == metadata(theirs)[key], key
     assert metadata(ours)[b"reduced_precision_support"] == b"fp16accfp32"  # 11 bytes, no terminating zero
     # CONVERSION_METADATA: TensorFlow's fields, PTQ_FLOAT16, and the hash of our file.
-    recorded, tensorflows = (oracle.read_conversion_metadata(metadata(c)[oracle.CONVERSION_METADATA]) for c in (ours, theirs))
+    recorded, tensorflows = (
+        oracle.read_conversion_metadata(metadata(c)[oracle.CONVERSION_METADATA]) for c in (ours, theirs)
+    )
     assert recorded.pop("model_hash") == oracle.tensorflow_model_hash(ours)
     tensorflows.pop("model_hash")
     assert recorded == tensorflows and recorded["modes"] == [oracle.PTQ_FLOAT16]
@@ -119,7 +133,7 @@ def test_hash_follows_the_layout(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- reduced_precision_support
 
 
-def with_metadata(entries: Dict[str, bytes], shared: bool = False) -> tb.Model:
+def with_metadata(entries: dict[str, bytes], shared: bool = False) -> tb.Model:
     model = tb.add_model()
     for name, value in entries.items():
         model.buffers.append(value)
@@ -161,12 +175,17 @@ def test_an_existing_entry_is_replaced_not_repeated(tmp_path: Path, shared: bool
 
 def test_fp16_compute_declares_float16_arithmetic_and_still_runs(tmp_path: Path) -> None:
     source, out = DATA / "small_cnn.fp32.tflite", tmp_path / "out.tflite"
-    result = subprocess.run([sys.executable, "-m", "tflite_fp16", str(source), str(out), "--fp16-compute", "--verify",
-                             "--json", "-"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "tflite_fp16", str(source), str(out), "--fp16-compute", "--verify", "--json", "-"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["options"]["fp16_compute"] is True
-    assert {"name": "reduced_precision_support", "action": "added", "before": None, "after": "fp16accfp16"} in report["metadata"]
+    assert {"name": "reduced_precision_support", "action": "added", "before": None, "after": "fp16accfp16"} in report[
+        "metadata"
+    ]
     assert report["verify"]["passed"] is True
     assert metadata(out.read_bytes())[b"reduced_precision_support"] == b"fp16accfp16"
     oracle.check_rewrite(source.read_bytes(), out.read_bytes(), fp16_compute=True)
@@ -203,7 +222,10 @@ def test_unreadable_conversion_metadata_is_left_with_a_warning(tmp_path: Path) -
     source.write_bytes(tb.build(with_metadata({"CONVERSION_METADATA": garbage})))
     report = rewrite(source, target)
     assert metadata(target.read_bytes())[b"CONVERSION_METADATA"] == garbage
-    assert any("CONVERSION_METADATA cannot be read" in w and "does not record the float16 conversion" in w for w in report.warnings)
+    assert any(
+        "CONVERSION_METADATA cannot be read" in w and "does not record the float16 conversion" in w
+        for w in report.warnings
+    )
 
 
 def test_back_to_float32_undoes_the_declarations(tmp_path: Path) -> None:

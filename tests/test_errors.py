@@ -7,10 +7,10 @@ import struct
 from pathlib import Path
 
 import pytest
+import tflite_builder as tb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import tflite_builder as tb
 from tflite_fp16 import InvalidModelError, RewriteError, UnsupportedModelError, rewrite
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -96,7 +96,12 @@ def test_float_data_size_does_not_match_shape(tmp_path: Path) -> None:
 def test_unknown_tensor_field_is_refused_by_name(tmp_path: Path) -> None:
     model = tb.add_model()
     model.subgraphs[0].tensors[1].extra_slot = (11, 7)  # the first slot after Tensor.external_buffer (schema 3d)
-    expect_failure(tmp_path, tb.build(model), UnsupportedModelError, r"Tensor \(Model.subgraphs.tensors\) has a field in vtable slot 11 .* newer schema")
+    expect_failure(
+        tmp_path,
+        tb.build(model),
+        UnsupportedModelError,
+        r"Tensor \(Model.subgraphs.tensors\) has a field in vtable slot 11 .* newer schema",
+    )
 
 
 def test_unknown_model_field_is_refused_by_name(tmp_path: Path) -> None:

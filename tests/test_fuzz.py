@@ -4,16 +4,16 @@ nothing left behind. (benchmarks/fuzz.py runs the same judgement over 10,000+ mu
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
+import fuzzing
 import pytest
+import strategies
+import tflite_builder as tb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import fuzzing
-import strategies
-import tflite_builder as tb
 from tflite_fp16.format import writer
 from tflite_fp16.format.reader import parse_model
 
@@ -37,13 +37,20 @@ def offset_layout(content: bytes) -> bytes:
 
 # A base model: a corpus file (by name) or a random model from the strategies; either in its own
 # layout or with its buffer data moved after the flatbuffer.
-bases = st.tuples(st.one_of(st.sampled_from(CORPUS), strategies.models()), st.sampled_from(["as is", "as is", "as is", "offset"]))
+bases = st.tuples(
+    st.one_of(st.sampled_from(CORPUS), strategies.models()), st.sampled_from(["as is", "as is", "as is", "offset"])
+)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                                                  HealthCheck.data_too_large])
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+)
 @given(base=bases, seed=st.integers(0, 2**32 - 1))
-def test_every_mutant_ends_well(tmp_path_factory: pytest.TempPathFactory, loader: fuzzing.LiteRTLoader, base: tuple, seed: int) -> None:  # type: ignore[type-arg]
+def test_every_mutant_ends_well(
+    tmp_path_factory: pytest.TempPathFactory, loader: fuzzing.LiteRTLoader, base: tuple, seed: int
+) -> None:  # type: ignore[type-arg]
     model, layout = base
     content = (DATA / model).read_bytes() if isinstance(model, str) else tb.build(model)
     if layout == "offset":

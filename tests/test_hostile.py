@@ -12,18 +12,23 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, List
-
-import numpy as np
-import pytest
-import tflite
+from typing import Any
 
 import hostile
+import numpy as np
 import oracle
+import pytest
 import runtime
+import tflite
 import tflite_builder as tb
+
 from tflite_fp16 import (
-    InputChangedError, InputNotFoundError, InvalidModelError, OutputError, RewriteError, UnsupportedModelError, rewrite,
+    InputNotFoundError,
+    InvalidModelError,
+    OutputError,
+    RewriteError,
+    UnsupportedModelError,
+    rewrite,
 )
 from tflite_fp16.format import paths as output_module
 from tflite_fp16.format import writer
@@ -34,13 +39,14 @@ DATA = Path(__file__).resolve().parent / "data"
 TINY = (DATA / "tiny_mlp.fp32.tflite").read_bytes()
 
 
-def leftovers(directory: Path) -> List[str]:
+def leftovers(directory: Path) -> list[str]:
     return [p.name for p in directory.iterdir() if p.name.startswith(".tflite-fp16")]
 
 
 def command(*args: str, env: Any = None) -> subprocess.Popen:  # type: ignore[type-arg]
-    return subprocess.Popen([sys.executable, "-m", "tflite_fp16", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tflite_fp16", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
 
 
 # ---------------------------------------------------------------- amplification through shared objects
@@ -51,7 +57,7 @@ def test_shared_objects_that_expand_are_refused_quickly(tmp_path: Path, make: An
     source = tmp_path / "in.tflite"
     source.write_bytes(make())
     start = time.perf_counter()
-    with pytest.raises(InvalidModelError, match="expands beyond .* objects through shared references"):
+    with pytest.raises(InvalidModelError, match=r"expands beyond .* objects through shared references"):
         rewrite(source, tmp_path / "out.tflite")
     assert time.perf_counter() - start < 5  # the 80 KB file expands to 10**8 tables: refused at once
     with pytest.raises(InvalidModelError, match="shared references"):
@@ -89,10 +95,14 @@ def test_a_subgraph_listed_twice_stays_one_subgraph(tmp_path: Path) -> None:
     assert rewrite(out, tmp_path / "again.tflite").unchanged
 
 
-def test_output_over_litert_table_limit_is_refused_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_output_over_litert_table_limit_is_refused_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """200,000 small constants load in LiteRT, but their rewrite would pass 1,000,000 tables:
     refused, not written. (A stand-in limit keeps the test small; the benchmark shows the real one.)"""
-    monkeypatch.setattr(writer, "MAX_TABLES", 60)  # the output has 67 tables (with the new metadata entry and its buffer); the input 47
+    monkeypatch.setattr(
+        writer, "MAX_TABLES", 60
+    )  # the output has 67 tables (with the new metadata entry and its buffer); the input 47
     source = DATA / "tiny_mlp.fp32.tflite"
     with pytest.raises(RewriteError, match="more than LiteRT's verifier accepts"):
         rewrite(source, tmp_path / "out.tflite")
@@ -123,7 +133,7 @@ def with_zip(content: bytes) -> bytes:
 def test_empty_buffer_pointing_into_the_appended_zip_cuts_nothing(tmp_path: Path) -> None:
     model = tb.add_model()
     model.buffers.append(None)
-    model.external_buffers[len(model.buffers) - 1] = (10 ** 6, 0)  # size 0: no data, wherever it points
+    model.external_buffers[len(model.buffers) - 1] = (10**6, 0)  # size 0: no data, wherever it points
     content = with_zip(tb.build(model))
     zip_start = content.index(b"PK\x03\x04")
     model.external_buffers[len(model.buffers) - 1] = (zip_start + 40, 0)
@@ -133,13 +143,13 @@ def test_empty_buffer_pointing_into_the_appended_zip_cuts_nothing(tmp_path: Path
     rewrite(source, out)
     with zipfile.ZipFile(out) as z:
         assert z.read("labels.txt") == b"cat\ndog\n" * 50
-    assert out.read_bytes().endswith(content[content.index(b"PK\x03\x04"):])
+    assert out.read_bytes().endswith(content[content.index(b"PK\x03\x04") :])
 
 
 def test_buffer_range_inside_the_appended_data_is_refused(tmp_path: Path) -> None:
     model = tb.add_model()
     model.buffers.append(None)
-    model.external_buffers[len(model.buffers) - 1] = (10 ** 6, 16)
+    model.external_buffers[len(model.buffers) - 1] = (10**6, 16)
     head = tb.build(model)
     content = with_zip(head)
     model.external_buffers[len(model.buffers) - 1] = (len(head) + 64, 16)
@@ -156,12 +166,15 @@ def test_buffer_range_inside_the_flatbuffer_is_refused() -> None:
         parse_model(tb.build(model))
 
 
-@pytest.mark.parametrize("appended, kept", [
-    (b"\0" * 10 + b"DATA", True),  # leading zeros of appended data are data
-    (b"\0" * 40, True),  # so are many zeros
-    (b"\0" * 31, False),  # a short run of zeros is padding
-    (b"x", True),
-])
+@pytest.mark.parametrize(
+    "appended, kept",
+    [
+        (b"\0" * 10 + b"DATA", True),  # leading zeros of appended data are data
+        (b"\0" * 40, True),  # so are many zeros
+        (b"\0" * 31, False),  # a short run of zeros is padding
+        (b"x", True),
+    ],
+)
 def test_appended_bytes_are_kept_whole(tmp_path: Path, appended: bytes, kept: bool) -> None:
     source, out, again = tmp_path / "in.tflite", tmp_path / "out.tflite", tmp_path / "again.tflite"
     source.write_bytes(tb.build(tb.add_model()) + appended)
@@ -230,7 +243,9 @@ def test_subgraph_index_of_control_flow_options_in_range() -> None:
     model = tb.add_model()
     model.subgraphs[0].operators[0].options_type = while_options
     model.subgraphs[0].operators[0].options_fields = [(0, 0), (1, 7)]  # cond 0, body 7: the model has one subgraph
-    with pytest.raises(InvalidModelError, match="WhileOptions.body_subgraph_index refers to subgraph 7, but the model has 1"):
+    with pytest.raises(
+        InvalidModelError, match=r"WhileOptions\.body_subgraph_index refers to subgraph 7, but the model has 1"
+    ):
         parse_model(tb.build(model))
     model.subgraphs[0].operators[0].options_fields = [(0, 0), (1, 0)]
     parse_model(tb.build(model))
@@ -248,14 +263,19 @@ def test_negative_dimension_of_a_constant_is_refused(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- output paths
 
 
-def test_output_checks_happen_before_any_work_and_name_the_users_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_output_checks_happen_before_any_work_and_name_the_users_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source = DATA / "tiny_mlp.fp32.tflite"
     calls = []
     from tflite_fp16 import pipeline
 
     monkeypatch.setattr(pipeline, "open_model", lambda *a: calls.append(a))  # must not be reached
-    for target, message in [(tmp_path, "is a directory"), (Path("."), "is a directory"),
-                            (tmp_path / "missing" / "out.tflite", "does not exist")]:
+    for target, message in [
+        (tmp_path, "is a directory"),
+        (Path("."), "is a directory"),
+        (tmp_path / "missing" / "out.tflite", "does not exist"),
+    ]:
         with pytest.raises(OutputError, match=message) as caught:
             rewrite(source, target)
         assert str(target) in str(caught.value) or repr(str(target))[1:-1] in str(caught.value)
@@ -267,7 +287,9 @@ def test_output_checks_happen_before_any_work_and_name_the_users_path(tmp_path: 
     assert calls == []
 
 
-def test_failure_creating_the_temporary_file_names_the_users_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_creating_the_temporary_file_names_the_users_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise PermissionError(13, "Permission denied")
 
@@ -400,7 +422,9 @@ def test_interrupt_during_start_up_is_one_line(tmp_path: Path) -> None:
     wait_for(flag)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
-    assert process.returncode == 130 and err.strip().splitlines() == ["tflite-fp16: interrupted (SIGINT); no output written"]
+    assert process.returncode == 130 and err.strip().splitlines() == [
+        "tflite-fp16: interrupted (SIGINT); no output written"
+    ]
 
 
 # ---------------------------------------------------------------- caches

@@ -7,12 +7,12 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pytest
-import tflite
-
 import oracle
+import pytest
 import runtime
+import tflite
 import tflite_builder as tb
+
 from tflite_fp16 import InvalidModelError, RewriteError, rewrite
 from tflite_fp16.format import writer
 
@@ -97,7 +97,9 @@ def test_offset_layout_is_idempotent_and_keeps_trailing_bytes(tmp_path: Path) ->
         assert archive.read("labels.txt") == b"a\nb\n"
 
 
-def test_auto_switches_to_offset_when_the_flatbuffer_would_be_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_switches_to_offset_when_the_flatbuffer_would_be_too_large(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(writer, "FLATBUFFER_LIMIT", 9000)  # stands in for 2 GiB
     source = DATA / "small_cnn.fp32.tflite"  # 15 KB as float16 (6 KB without its data): over the stand-in limit
     out = tmp_path / "out.tflite"
@@ -130,7 +132,8 @@ def test_cli_layout_option(tmp_path: Path) -> None:
     out = tmp_path / "out.tflite"
     result = subprocess.run(
         [sys.executable, "-m", "tflite_fp16", "--layout", "offset", str(DATA / "tiny_mlp.fp32.tflite"), str(out)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     assert "offset layout" in result.stdout and is_offset_layout(out)
@@ -154,7 +157,9 @@ def test_custom_options_after_the_flatbuffer_come_inside(tmp_path: Path) -> None
     options = bytes(range(256)) * 3
     source, out = tmp_path / "in.tflite", tmp_path / "out.tflite"
     source.write_bytes(_with_external_custom_options(options))
-    assert rewrite(source, out, custom_op_inputs=True).tensors_converted == 1  # something converts: the file is rewritten
+    assert (
+        rewrite(source, out, custom_op_inputs=True).tensors_converted == 1
+    )  # something converts: the file is rewritten
     op = tflite.Model.GetRootAs(out.read_bytes(), 0).Subgraphs(0).Operators(1)  # after the new DEQUANTIZE
     assert op.CustomOptionsAsNumpy().tobytes() == options
     assert op.LargeCustomOptionsOffset() == 0 and op.LargeCustomOptionsSize() == 0

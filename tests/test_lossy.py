@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
-
 import oracle
+import pytest
 import tflite_builder as tb
+
 from tflite_fp16 import LossyModelError, plan_file, rewrite, verify
 
 PROBES = ("zeros", "large", "normal")
@@ -29,7 +29,9 @@ def by_sample(report) -> dict:  # type: ignore[no-untyped-def]
     return {c.sample: c for c in report.comparisons}
 
 
-def test_default_keeps_the_clamp_and_the_epsilon_and_computes_what_float32_computes(frontend: Path, tmp_path: Path) -> None:
+def test_default_keeps_the_clamp_and_the_epsilon_and_computes_what_float32_computes(
+    frontend: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out.tflite"
     report = rewrite(frontend, out)
     kept = {k.tensor.name: k for k in report.kept}
@@ -77,8 +79,11 @@ def test_error_policy_refuses_and_names_each_lossy_tensor(frontend: Path, tmp_pa
         rewrite(frontend, tmp_path / "out.tflite", lossy="error")
     assert "frontend/log_epsilon" in str(caught.value) and "2 float32 constants" in str(caught.value)
     assert not (tmp_path / "out.tflite").exists()
-    result = subprocess.run([sys.executable, "-m", "tflite_fp16", "--lossy", "error", str(frontend), str(tmp_path / "out.tflite")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "tflite_fp16", "--lossy", "error", str(frontend), str(tmp_path / "out.tflite")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "frontend/clamp_max" in result.stderr and not (tmp_path / "out.tflite").exists()
 
@@ -87,8 +92,14 @@ def model_with_constant(values: np.ndarray) -> tb.Model:
     n = values.size
     return tb.Model(
         operator_codes=[tb.OperatorCode(tb.ADD)],
-        subgraphs=[tb.Subgraph([tb.Tensor([n], name="x"), tb.Tensor([n], name="c", buffer=1), tb.Tensor([n], name="y")],
-                               [tb.Operator(0, [0, 1], [2])], inputs=[0], outputs=[2])],
+        subgraphs=[
+            tb.Subgraph(
+                [tb.Tensor([n], name="x"), tb.Tensor([n], name="c", buffer=1), tb.Tensor([n], name="y")],
+                [tb.Operator(0, [0, 1], [2])],
+                inputs=[0],
+                outputs=[2],
+            )
+        ],
         buffers=[None, values.astype("<f4").tobytes()],
     )
 
@@ -154,23 +165,45 @@ def test_default_output_lists_a_handful_then_counts(tmp_path: Path) -> None:
     model = tb.Model([tb.OperatorCode(tb.ADD)], [tb.Subgraph(tensors, operators, inputs=[0], outputs=[2 * n])], buffers)
     path = tmp_path / "in.tflite"
     path.write_bytes(tb.build(model))
-    result = subprocess.run([sys.executable, "-m", "tflite_fp16", str(path), str(tmp_path / "o.tflite")], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "tflite_fp16", str(path), str(tmp_path / "o.tflite")], capture_output=True, text=True
+    )
     lines = result.stdout.splitlines()
     assert lines[0].startswith("nothing to convert: 8 float32 constants kept (8 lossy)")
     assert len(lines) == 1 + 5 + 1 and lines[-1] == "  and 3 more kept float32 as lossy (-v lists every tensor)"
-    result = subprocess.run([sys.executable, "-m", "tflite_fp16", "-v", "--json", "-", str(path), str(tmp_path / "o.tflite")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "tflite_fp16", "-v", "--json", "-", str(path), str(tmp_path / "o.tflite")],
+        capture_output=True,
+        text=True,
+    )
     assert len(json.loads(result.stdout)["kept"]) == 8 and result.stderr.count("(lossy)") == 8
 
 
 @pytest.mark.parametrize("size", [7, 70000])  # a small buffer (batched) and a large one (chunked)
 def test_nonfinite_constants_raise_no_numpy_warnings(tmp_path: Path, size: int) -> None:
-    values = np.tile(np.array([0x7F800001, 0x7FC00000, 0xFF800000, 0x3F800000, 0x7F7FFFFF, 1, 0], np.uint32), size // 7 + 1)[:size]
+    values = np.tile(
+        np.array([0x7F800001, 0x7FC00000, 0xFF800000, 0x3F800000, 0x7F7FFFFF, 1, 0], np.uint32), size // 7 + 1
+    )[:size]
     path = tmp_path / "in.tflite"
     path.write_bytes(tb.build(model_with_constant(values.view("<f4"))))
     for policy in ("keep", "convert"):
-        result = subprocess.run([sys.executable, "-W", "error", "-m", "tflite_fp16", "--lossy", policy, str(path),
-                                 str(tmp_path / "out.tflite")], capture_output=True, text=True)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-W",
+                "error",
+                "-m",
+                "tflite_fp16",
+                "--lossy",
+                policy,
+                str(path),
+                str(tmp_path / "out.tflite"),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode == 0, result.stderr
-        assert all(line.startswith("tflite-fp16: warning: lossy constant converted") for line in result.stderr.splitlines())
+        assert all(
+            line.startswith("tflite-fp16: warning: lossy constant converted") for line in result.stderr.splitlines()
+        )
         assert ("RuntimeWarning" not in result.stderr) and ("Traceback" not in result.stderr)

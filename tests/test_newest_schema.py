@@ -6,16 +6,15 @@ loads the input."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any
 
 import numpy as np
-import pytest
-from ai_edge_litert import schema_py_generated as S
-from ai_edge_litert.interpreter import Interpreter
-
 import oracle
+import pytest
 import runtime
 import tflite_builder as tb
+from ai_edge_litert import schema_py_generated as S
+
 from tflite_fp16 import InvalidModelError, rewrite, verify
 from tflite_fp16.tools.inspect import inspect_file
 from tflite_fp16.tools.widen import widen
@@ -31,7 +30,7 @@ def unpack(path: Path) -> Any:
     return S.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
 
 
-def load_error(path: Path) -> Optional[str]:
+def load_error(path: Path) -> str | None:
     """Why LiteRT's interpreter cannot load and run the model, or None when it can."""
     try:
         runtime.run(path, "builtin")
@@ -40,7 +39,7 @@ def load_error(path: Path) -> Optional[str]:
     return None
 
 
-def convert(tmp_path: Path, model: Any, **options: Any) -> Tuple[Path, Path, Any]:
+def convert(tmp_path: Path, model: Any, **options: Any) -> tuple[Path, Path, Any]:
     source = write(tmp_path, model)
     out = tmp_path / "out.tflite"
     report = rewrite(source, out, **options)
@@ -56,7 +55,11 @@ def test_external_buffer_tensor_is_kept_and_every_external_field_carried(tmp_pat
     assert kept.elements == 4
     before, after = unpack(source), unpack(out)
     assert after.subgraphs[0].tensors[1].externalBuffer == 7 and after.subgraphs[0].tensors[1].type == tb.FLOAT32
-    assert [(g.name,) for g in after.externalBufferGroups] == [(g.name,) for g in before.externalBufferGroups] == [(b"weights.bin",)]
+    assert (
+        [(g.name,) for g in after.externalBufferGroups]
+        == [(g.name,) for g in before.externalBufferGroups]
+        == [(b"weights.bin",)]
+    )
     assert [(e.id, e.group, e.offset, e.length, e.packing) for e in after.externalBuffers] == [(7, 0, 64, 16, b"raw")]
     # LiteRT's interpreter cannot load a model whose weights live elsewhere without a weight
     # loader: the output fails exactly as the input does, on the external tensor.
@@ -64,7 +67,11 @@ def test_external_buffer_tensor_is_kept_and_every_external_field_carried(tmp_pat
     data = report.to_dict()
     assert data["kept_by_reason"] == {"external": 1}
     features = inspect_file(out)["features"]
-    assert (features["external_tensors"], features["external_buffers"], features["external_buffer_groups"]) == (1, 1, ["weights.bin"])
+    assert (features["external_tensors"], features["external_buffers"], features["external_buffer_groups"]) == (
+        1,
+        1,
+        ["weights.bin"],
+    )
 
 
 def test_external_float16_tensor_is_not_widened(tmp_path: Path) -> None:
@@ -72,7 +79,9 @@ def test_external_float16_tensor_is_not_widened(tmp_path: Path) -> None:
     back = tmp_path / "back.tflite"
     report = widen(out, back)
     assert [w.name for w in report.widened] == ["c"]
-    assert ("external/e" in [name for _, _, name, _ in report.float16_kept]) is False  # no data here: not a constant to widen
+    assert (
+        "external/e" in [name for _, _, name, _ in report.float16_kept]
+    ) is False  # no data here: not a constant to widen
     tensor = unpack(back).subgraphs[0].tensors[1]
     assert tensor.type == tb.FLOAT16 and tensor.externalBuffer == 7
 
@@ -110,16 +119,24 @@ def test_tensor_named_by_quantization_details_stays_as_it_is(tmp_path: Path) -> 
     assert kept["fc/scales"][0] == "quantization_detail"
     assert "scales of tensor 1's BlockwiseQuantization" in kept["fc/scales"][1]
     after = unpack(out)
-    assert after.subgraphs[0].tensors[2].type == tb.FLOAT32 and after.subgraphs[0].tensors[1].quantization.details.scales == 2
+    assert (
+        after.subgraphs[0].tensors[2].type == tb.FLOAT32
+        and after.subgraphs[0].tensors[1].quantization.details.scales == 2
+    )
     expected, got = runtime.run(source, "builtin"), runtime.run(out, "builtin")
     np.testing.assert_array_equal(got["scales_copy"], expected["scales_copy"])  # computed from the untouched scales
 
 
 def test_multi_axis_quantization_is_carried_over(tmp_path: Path) -> None:
-    source, out, report = convert(tmp_path, tb.blockwise_fc_model(multi_axis=[0, 1]))
+    _source, out, report = convert(tmp_path, tb.blockwise_fc_model(multi_axis=[0, 1]))
     details = unpack(out).subgraphs[0].tensors[1].quantization.details
     assert isinstance(details, S.MultiAxisQuantizationT)
-    assert (details.scales, details.zeroPoints, details.blockSize, list(details.quantizedDimensions)) == (2, -1, 32, [0, 1])
+    assert (details.scales, details.zeroPoints, details.blockSize, list(details.quantizedDimensions)) == (
+        2,
+        -1,
+        32,
+        [0, 1],
+    )
     assert [c.name for c in report.converted] == ["scale/c"]
 
 
@@ -152,8 +169,12 @@ def test_widen_renumbers_the_tensors_quantization_details_name(tmp_path: Path) -
 def test_uint4_and_float8_tensors_pass_through(tmp_path: Path) -> None:
     model = tb.blockwise_fc_model()
     subgraph = model.subgraphs[0]
-    extra = [(tb.UINT4, b"\x12\x34"), (tb.FLOAT8_E4M3FN, b"\x38\x40\x48\x50"), (tb.FLOAT8_E5M2, b"\x3c\x40\x44\x48"),
-             (tb.BFLOAT16, np.ones(4, "<u2").tobytes())]
+    extra = [
+        (tb.UINT4, b"\x12\x34"),
+        (tb.FLOAT8_E4M3FN, b"\x38\x40\x48\x50"),
+        (tb.FLOAT8_E5M2, b"\x3c\x40\x44\x48"),
+        (tb.BFLOAT16, np.ones(4, "<u2").tobytes()),
+    ]
     for type_, data in extra:
         model.buffers.append(tb.litert_buffer(data))
         subgraph.tensors.append(tb.litert_tensor([4], type=type_, buffer=len(model.buffers) - 1, name=f"type{type_}"))
@@ -166,7 +187,7 @@ def test_uint4_and_float8_tensors_pass_through(tmp_path: Path) -> None:
 
 
 def test_stablehlo_case_branches_are_converted_and_their_indices_checked(tmp_path: Path) -> None:
-    source, out, report = convert(tmp_path, tb.case_model(branches=3))
+    _source, out, report = convert(tmp_path, tb.case_model(branches=3))
     assert sorted(c.name for c in report.converted) == ["branch0/c", "branch1/c", "branch2/c"]
     options = unpack(out).subgraphs[0].operators[0].builtinOptions2
     assert isinstance(options, S.StablehloCaseOptionsT) and list(options.branchSubgraphIndices) == [1, 2, 3]

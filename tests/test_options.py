@@ -6,12 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import tflite
-
 import oracle
+import pytest
 import runtime
+import tflite
 import tflite_builder as tb
+
 from tflite_fp16 import plan_file, rewrite
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -20,7 +20,11 @@ DATA = Path(__file__).resolve().parent / "data"
 def float32_names(path: Path) -> set:  # type: ignore[type-arg]
     model = tflite.Model.GetRootAs(path.read_bytes(), 0)
     sg = model.Subgraphs(0)
-    return {sg.Tensors(t).Name().decode() for t in range(sg.TensorsLength()) if sg.Tensors(t).Type() == 0 and oracle.buffer_data(model, sg.Tensors(t).Buffer())}
+    return {
+        sg.Tensors(t).Name().decode()
+        for t in range(sg.TensorsLength())
+        if sg.Tensors(t).Type() == 0 and oracle.buffer_data(model, sg.Tensors(t).Buffer())
+    }
 
 
 def test_keep_patterns(tmp_path: Path) -> None:
@@ -65,15 +69,34 @@ def test_bad_option_values(tmp_path: Path) -> None:
 def test_cli_options(tmp_path: Path) -> None:
     out = tmp_path / "out.tflite"
     result = subprocess.run(
-        [sys.executable, "-m", "tflite_fp16", "--keep", "*dense_1/*", "--keep", "*dense_2_1/BiasAdd",
-         "--min-elements", "0", str(DATA / "tiny_mlp.fp32.tflite"), str(out)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tflite_fp16",
+            "--keep",
+            "*dense_1/*",
+            "--keep",
+            "*dense_2_1/BiasAdd",
+            "--min-elements",
+            "0",
+            str(DATA / "tiny_mlp.fp32.tflite"),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("3 tensors converted")
-    assert float32_names(out) == {"sequential_1/dense_1/MatMul", "sequential_1/dense_1/BiasAdd", "sequential_1/dense_2_1/BiasAdd"}
-    bad = subprocess.run([sys.executable, "-m", "tflite_fp16", "--min-elements", "-5", str(DATA / "tiny_mlp.fp32.tflite"), str(out)],
-                         capture_output=True, text=True)
+    assert float32_names(out) == {
+        "sequential_1/dense_1/MatMul",
+        "sequential_1/dense_1/BiasAdd",
+        "sequential_1/dense_2_1/BiasAdd",
+    }
+    bad = subprocess.run(
+        [sys.executable, "-m", "tflite_fp16", "--min-elements", "-5", str(DATA / "tiny_mlp.fp32.tflite"), str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "min-elements" in bad.stderr
 
 
@@ -83,10 +106,17 @@ def two_ops_sharing_a_constant() -> tb.Model:
         operator_codes=[tb.OperatorCode(tb.MUL), tb.OperatorCode(tb.ADD)],
         subgraphs=[
             tb.Subgraph(
-                tensors=[tb.Tensor([4], name="x"), tb.Tensor([4], name="w", buffer=1), tb.Tensor([4], name="t"),
-                         tb.Tensor([4], name="u"), tb.Tensor([4], name="b", buffer=2), tb.Tensor([4], name="y")],
+                tensors=[
+                    tb.Tensor([4], name="x"),
+                    tb.Tensor([4], name="w", buffer=1),
+                    tb.Tensor([4], name="t"),
+                    tb.Tensor([4], name="u"),
+                    tb.Tensor([4], name="b", buffer=2),
+                    tb.Tensor([4], name="y"),
+                ],
                 operators=[tb.Operator(0, [0, 1], [2]), tb.Operator(1, [2, 1], [3]), tb.Operator(1, [3, 4], [5])],
-                inputs=[0], outputs=[5],
+                inputs=[0],
+                outputs=[5],
             )
         ],
         buffers=[None, tb.float_bytes([0.5, 1.5, -2, 3]), tb.float_bytes([1, 2, 3, 4])],
@@ -131,9 +161,21 @@ def test_keep_pattern_matches_parts_of_fused_names(tmp_path: Path) -> None:
 def test_options_that_match_nothing_are_warnings(tmp_path: Path) -> None:
     source = DATA / "tiny_mlp.fp32.tflite"
     result = subprocess.run(
-        [sys.executable, "-m", "tflite_fp16", "--keep", "*no_such_tensor*", "--skip-op", "RESIZE_BILINEAR",
-         "--json", str(tmp_path / "r.json"), str(source), str(tmp_path / "out.tflite")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tflite_fp16",
+            "--keep",
+            "*no_such_tensor*",
+            "--skip-op",
+            "RESIZE_BILINEAR",
+            "--json",
+            str(tmp_path / "r.json"),
+            str(source),
+            str(tmp_path / "out.tflite"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0
     assert result.stderr.splitlines() == [
@@ -155,8 +197,19 @@ def test_unknown_skip_op_and_bad_options_are_refused(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="unknown option kep"):
         rewrite(DATA / "tiny_mlp.fp32.tflite", tmp_path / "out.tflite", kep=["*"])
     assert Options.resolve(Options(min_elements=3), lossy="error") == Options(min_elements=3, lossy="error")
-    result = subprocess.run([sys.executable, "-m", "tflite_fp16", "--skip-op", "NOPE", str(DATA / "tiny_mlp.fp32.tflite"),
-                             str(tmp_path / "out.tflite")], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tflite_fp16",
+            "--skip-op",
+            "NOPE",
+            str(DATA / "tiny_mlp.fp32.tflite"),
+            str(tmp_path / "out.tflite"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "unknown operator 'NOPE'" in result.stderr
     assert not list(tmp_path.iterdir())
 

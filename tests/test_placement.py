@@ -4,31 +4,32 @@ TensorFlow places them, so that a delegate taking the rest of the graph sees it 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
 
 import numpy as np
-import pytest
-
 import oracle
+import pytest
 import runtime
 import tflite_builder as tb
+
 from tflite_fp16 import rewrite, verify
 
 DATA = Path(__file__).resolve().parent / "data"
 FP32_MODELS = sorted(p.name.split(".")[0] for p in DATA.glob("*.fp32.tflite"))
 
 
-def operators(content: bytes) -> List[List[int]]:
+def operators(content: bytes) -> list[list[int]]:
     """Per subgraph, the builtin operator of each operator, in order."""
     model = oracle.tflite.Model.GetRootAs(content, 0)
     out = []
     for s in range(model.SubgraphsLength()):
         sg = model.Subgraphs(s)
-        out.append([oracle.op_of(model.OperatorCodes(sg.Operators(o).OpcodeIndex())) for o in range(sg.OperatorsLength())])
+        out.append(
+            [oracle.op_of(model.OperatorCodes(sg.Operators(o).OpcodeIndex())) for o in range(sg.OperatorsLength())]
+        )
     return out
 
 
-def without_variable_dequantize(content: bytes) -> List[List[int]]:
+def without_variable_dequantize(content: bytes) -> list[list[int]]:
     """TensorFlow also initialises LSTM state variables through DEQUANTIZE ops; we do not."""
     model = oracle.tflite.Model.GetRootAs(content, 0)
     out = []
@@ -45,7 +46,7 @@ def without_variable_dequantize(content: bytes) -> List[List[int]]:
     return out
 
 
-def leading_dequantize_run(ops: List[int]) -> int:
+def leading_dequantize_run(ops: list[int]) -> int:
     run = 0
     while run < len(ops) and ops[run] == oracle.DEQUANTIZE:
         run += 1
@@ -62,7 +63,7 @@ def test_every_subgraph_has_tensorflows_operator_order(name: str, tmp_path: Path
     ours = operators(out.read_bytes())
     assert ours == without_variable_dequantize((DATA / f"{name}.tf_fp16.tflite").read_bytes())
     for ops in ours:  # after the leading DEQUANTIZE ops, none (the sparse kind aside)
-        assert oracle.DEQUANTIZE not in ops[leading_dequantize_run(ops):]
+        assert oracle.DEQUANTIZE not in ops[leading_dequantize_run(ops) :]
 
 
 def test_control_flow_bodies_each_start_with_their_dequantize_ops(tmp_path: Path) -> None:
@@ -82,13 +83,28 @@ def sparse_and_dense_model() -> tb.Model:
     values, structure = tb.csr(dense)
     return tb.Model(
         operator_codes=[tb.OperatorCode(tb.ADD), tb.OperatorCode(tb.DENSIFY), tb.OperatorCode(tb.MUL)],
-        subgraphs=[tb.Subgraph(
-            tensors=[tb.Tensor([2, 4], name="x"), tb.Tensor([2, 4], name="a", buffer=1), tb.Tensor([2, 4], name="h"),
-                     tb.Tensor([2, 4], name="w_sparse", buffer=2, csr=structure), tb.Tensor([2, 4], name="d"),
-                     tb.Tensor([2, 4], name="h2"), tb.Tensor([2, 4], name="b", buffer=3), tb.Tensor([2, 4], name="y")],
-            operators=[tb.Operator(0, [0, 1], [2]), tb.Operator(1, [3], [4]), tb.Operator(0, [2, 4], [5]),
-                       tb.Operator(2, [5, 6], [7])],
-            inputs=[0], outputs=[7])],
+        subgraphs=[
+            tb.Subgraph(
+                tensors=[
+                    tb.Tensor([2, 4], name="x"),
+                    tb.Tensor([2, 4], name="a", buffer=1),
+                    tb.Tensor([2, 4], name="h"),
+                    tb.Tensor([2, 4], name="w_sparse", buffer=2, csr=structure),
+                    tb.Tensor([2, 4], name="d"),
+                    tb.Tensor([2, 4], name="h2"),
+                    tb.Tensor([2, 4], name="b", buffer=3),
+                    tb.Tensor([2, 4], name="y"),
+                ],
+                operators=[
+                    tb.Operator(0, [0, 1], [2]),
+                    tb.Operator(1, [3], [4]),
+                    tb.Operator(0, [2, 4], [5]),
+                    tb.Operator(2, [5, 6], [7]),
+                ],
+                inputs=[0],
+                outputs=[7],
+            )
+        ],
         buffers=[None, tb.float_bytes(np.linspace(-1, 1, 8)), values, tb.float_bytes(np.linspace(2, 3, 8))],
         signatures=[tb.Signature("serving_default", 0, [("x", 0)], [("y", 7)])],
     )
@@ -106,8 +122,12 @@ def test_sparse_pair_stays_after_its_densify(tmp_path: Path) -> None:
     assert [model.Operators(o).InputsAsNumpy().tolist()[0] for o in range(2)] == [1, 6]  # a, then b: first use
     result = verify(source, out)
     assert result.passed, result.summary()
-    np.testing.assert_allclose(runtime.run(out, "builtin")["serving_default/y"], runtime.run(source, "builtin")["serving_default/y"],
-                               rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(
+        runtime.run(out, "builtin")["serving_default/y"],
+        runtime.run(source, "builtin")["serving_default/y"],
+        rtol=1e-3,
+        atol=1e-3,
+    )
 
 
 def test_a_constant_read_many_times_is_dequantized_once_at_the_top(tmp_path: Path) -> None:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 import oracle
 import strategies
 import tflite_builder as tb
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from tflite_fp16 import rewrite
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 
 
 OPTIONS = st.one_of(

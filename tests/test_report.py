@@ -9,21 +9,51 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import oracle
 import pytest
 import tflite
-
-import oracle
 import tflite_builder as tb
+
 from tflite_fp16 import Options, rewrite
 from tflite_fp16.conversion.plan import REASONS
 
 DATA = Path(__file__).resolve().parent / "data"
-CONVERTED_FIELDS = {"subgraph", "tensor", "name", "shape", "elements", "saturated", "infinity", "flushed",
-                    "max_abs_error", "rel_l2_error", "lossy"}
+CONVERTED_FIELDS = {
+    "subgraph",
+    "tensor",
+    "name",
+    "shape",
+    "elements",
+    "saturated",
+    "infinity",
+    "flushed",
+    "max_abs_error",
+    "rel_l2_error",
+    "lossy",
+}
 KEPT_FIELDS = {"subgraph", "tensor", "name", "shape", "elements", "reason", "detail"}
-TOP_FIELDS = {"tool", "version", "input", "output", "dry_run", "size_before", "size_after", "layout", "unchanged", "converted",
-              "kept", "kept_by_reason", "dequantize_ops_added", "min_runtime_version", "metadata", "warnings", "options", "seconds",
-              "verify", "auto"}
+TOP_FIELDS = {
+    "tool",
+    "version",
+    "input",
+    "output",
+    "dry_run",
+    "size_before",
+    "size_after",
+    "layout",
+    "unchanged",
+    "converted",
+    "kept",
+    "kept_by_reason",
+    "dequantize_ops_added",
+    "min_runtime_version",
+    "metadata",
+    "warnings",
+    "options",
+    "seconds",
+    "verify",
+    "auto",
+}
 
 
 def run(*args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
@@ -43,16 +73,25 @@ def test_json_report_has_every_field_and_true_numbers(tmp_path: Path) -> None:
     assert [(m["name"], m["action"], m["before"], m["after"]) for m in data["metadata"]] == [
         ("min_runtime_version", "raised", "1.13.1", "1.15.0"),
         ("reduced_precision_support", "added", None, "fp16accfp32"),
-        ("CONVERSION_METADATA", "updated", "model_optimization_modes []",
-         "model_optimization_modes [PTQ_FLOAT16], model_hash of the output"),
+        (
+            "CONVERSION_METADATA",
+            "updated",
+            "model_optimization_modes []",
+            "model_optimization_modes [PTQ_FLOAT16], model_hash of the output",
+        ),
     ]
     assert data["options"]["fp16_compute"] is False
     assert data["verify"] is None and data["warnings"] == [] and data["seconds"] > 0
     model_in = tflite.Model.GetRootAs(source.read_bytes(), 0)
     model_out = tflite.Model.GetRootAs(out.read_bytes(), 0)
     assert len(data["converted"]) == 26 == data["dequantize_ops_added"]
-    assert sum(model_out.Subgraphs(s).OperatorsLength() - model_in.Subgraphs(s).OperatorsLength()
-               for s in range(model_in.SubgraphsLength())) == data["dequantize_ops_added"]
+    assert (
+        sum(
+            model_out.Subgraphs(s).OperatorsLength() - model_in.Subgraphs(s).OperatorsLength()
+            for s in range(model_in.SubgraphsLength())
+        )
+        == data["dequantize_ops_added"]
+    )
     for entry in data["converted"]:
         assert set(entry) == CONVERTED_FIELDS
         tensor = model_in.Subgraphs(entry["subgraph"]).Tensors(entry["tensor"])
@@ -61,7 +100,9 @@ def test_json_report_has_every_field_and_true_numbers(tmp_path: Path) -> None:
         half = values.astype("<f2").astype(np.float64)
         assert entry["elements"] == values.size
         assert entry["max_abs_error"] == pytest.approx(float(np.abs(half - values).max()), rel=1e-6)
-        assert entry["rel_l2_error"] == pytest.approx(float(np.linalg.norm(half - values) / np.linalg.norm(values)), rel=1e-4)
+        assert entry["rel_l2_error"] == pytest.approx(
+            float(np.linalg.norm(half - values) / np.linalg.norm(values)), rel=1e-4
+        )
         assert entry["saturated"] == 0 and entry["flushed"] == int(np.count_nonzero((half == 0) & (values != 0)))
     assert data["kept"] == [] and data["kept_by_reason"] == {}  # its variables (LSTM states) hold no data
     kept = json.loads(run("--json", "-", "--min-elements", "100", str(source), str(out)).stdout)["kept"]
@@ -93,18 +134,24 @@ def test_verbosity(tmp_path: Path) -> None:
     quiet = run("-q", str(source), out)
     assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""
     verbose = run("-v", str(source), out).stdout.splitlines()
-    assert len(verbose) == 1 + 10 + 3 and all(line.startswith("  converted subgraph 0 tensor") for line in verbose[1:11])
-    assert verbose[11:] == ["  metadata min_runtime_version raised: 1.15.0 (was 1.6.0)",
-                            "  metadata reduced_precision_support added: fp16accfp32",
-                            "  metadata CONVERSION_METADATA updated: model_optimization_modes [PTQ_FLOAT16], model_hash of the output "
-                            "(was model_optimization_modes [])"]
+    assert len(verbose) == 1 + 10 + 3 and all(
+        line.startswith("  converted subgraph 0 tensor") for line in verbose[1:11]
+    )
+    assert verbose[11:] == [
+        "  metadata min_runtime_version raised: 1.15.0 (was 1.6.0)",
+        "  metadata reduced_precision_support added: fp16accfp32",
+        "  metadata CONVERSION_METADATA updated: model_optimization_modes [PTQ_FLOAT16], model_hash of the output "
+        "(was model_optimization_modes [])",
+    ]
     assert "max abs error" in verbose[1] and "rel L2" in verbose[1]
     assert run("-q", "-v", str(source), out).returncode == 2
 
 
 def test_nothing_to_convert_says_why_and_copies_the_bytes(tmp_path: Path) -> None:
-    for name, why in [("small_cnn.tf_fp16.tflite", "10 constants are float16 already"),
-                      ("int8_full.int8.tflite", "no float32 constant")]:
+    for name, why in [
+        ("small_cnn.tf_fp16.tflite", "10 constants are float16 already"),
+        ("int8_full.int8.tflite", "no float32 constant"),
+    ]:
         out = tmp_path / name
         result = run(str(DATA / name), str(out))
         assert result.returncode == 0 and result.stdout.startswith("nothing to convert: ")
@@ -134,9 +181,26 @@ def test_report_object_properties(tmp_path: Path) -> None:
 
 def test_every_reason_code_on_one_model(tmp_path: Path) -> None:
     """One float32 constant per reason a constant stays float32, and one that converts."""
-    names = ["x", "out_const", "in_const", "var_const", "written_const", "unread_const", "kept_by_pattern",
-             "read_by_mul", "tiny", "custom_input", "hybrid_bias", "sparse_const", "epsilon", "ordinary",
-             "h", "y", "int8_w", "z"]
+    names = [
+        "x",
+        "out_const",
+        "in_const",
+        "var_const",
+        "written_const",
+        "unread_const",
+        "kept_by_pattern",
+        "read_by_mul",
+        "tiny",
+        "custom_input",
+        "hybrid_bias",
+        "sparse_const",
+        "epsilon",
+        "ordinary",
+        "h",
+        "y",
+        "int8_w",
+        "z",
+    ]
     index = {n: i for i, n in enumerate(names)}
     buffers: list = [None]
 
@@ -166,8 +230,12 @@ def test_every_reason_code_on_one_model(tmp_path: Path) -> None:
     tensors.append(tb.Tensor([2, 4], type=tb.INT8, name="int8_w", buffer=len(buffers) - 1, quantization=([0.5], [0])))
     tensors.append(tb.Tensor([4], name="z"))
     i = index
-    codes = [tb.OperatorCode(tb.ADD), tb.OperatorCode(tb.MUL), tb.OperatorCode(tb.CUSTOM, custom_code="MyOp"),
-             tb.OperatorCode(tb.FULLY_CONNECTED)]
+    codes = [
+        tb.OperatorCode(tb.ADD),
+        tb.OperatorCode(tb.MUL),
+        tb.OperatorCode(tb.CUSTOM, custom_code="MyOp"),
+        tb.OperatorCode(tb.FULLY_CONNECTED),
+    ]
     operators = [
         tb.Operator(0, [i["x"], i["in_const"]], [i["written_const"]]),
         tb.Operator(0, [i["x"], i["var_const"]], [i["h"]]),
@@ -181,17 +249,28 @@ def test_every_reason_code_on_one_model(tmp_path: Path) -> None:
         tb.Operator(0, [i["z"], i["ordinary"]], [i["z"]]),
         tb.Operator(0, [i["z"], i["out_const"]], [i["z"]]),
     ]
-    model = tb.Model(codes, [tb.Subgraph(tensors, operators, inputs=[i["x"], i["in_const"]],
-                                         outputs=[i["y"], i["z"], i["out_const"]])], buffers)
+    model = tb.Model(
+        codes,
+        [tb.Subgraph(tensors, operators, inputs=[i["x"], i["in_const"]], outputs=[i["y"], i["z"], i["out_const"]])],
+        buffers,
+    )
     path = tmp_path / "reasons.tflite"
     path.write_bytes(tb.build(model))
     report = rewrite(path, None, keep=["kept_by_*"], skip_ops=["MUL"], min_elements=2)
     reasons = {k.tensor.name: k.reason for k in report.kept}
     assert reasons == {
-        "out_const": "subgraph_output", "in_const": "subgraph_input", "var_const": "variable",
-        "written_const": "written_by_operator", "unread_const": "unread", "kept_by_pattern": "keep_pattern",
-        "read_by_mul": "skip_op", "tiny": "min_elements", "custom_input": "custom_operator",
-        "hybrid_bias": "hybrid_operator", "sparse_const": "sparse", "epsilon": "min_elements",
+        "out_const": "subgraph_output",
+        "in_const": "subgraph_input",
+        "var_const": "variable",
+        "written_const": "written_by_operator",
+        "unread_const": "unread",
+        "kept_by_pattern": "keep_pattern",
+        "read_by_mul": "skip_op",
+        "tiny": "min_elements",
+        "custom_input": "custom_operator",
+        "hybrid_bias": "hybrid_operator",
+        "sparse_const": "sparse",
+        "epsilon": "min_elements",
     }
     # lossy: below; tolerance: test_auto.py; external and quantization_detail: test_newest_schema.py
     assert set(reasons.values()) | {"lossy", "tolerance", "external", "quantization_detail"} == set(REASONS)

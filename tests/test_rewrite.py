@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
-import tflite
-
 import oracle
+import pytest
 import runtime
+import tflite
 import tflite_builder as tb
+
 from tflite_fp16 import plan_file, rewrite
 from tflite_fp16.format.reader import open_model
 
@@ -51,10 +51,16 @@ def test_old_format_operator_codes(tmp_path: Path) -> None:
         operator_codes=[tb.OperatorCode(tb.MUL, old_format=True), tb.OperatorCode(tb.ADD, old_format=True)],
         subgraphs=[
             tb.Subgraph(
-                tensors=[tb.Tensor([4], name="x"), tb.Tensor([4], name="scale", buffer=1), tb.Tensor([4], name="t"),
-                         tb.Tensor([4], name="bias", buffer=2), tb.Tensor([4], name="y")],
+                tensors=[
+                    tb.Tensor([4], name="x"),
+                    tb.Tensor([4], name="scale", buffer=1),
+                    tb.Tensor([4], name="t"),
+                    tb.Tensor([4], name="bias", buffer=2),
+                    tb.Tensor([4], name="y"),
+                ],
                 operators=[tb.Operator(0, [0, 1], [2]), tb.Operator(1, [2, 3], [4])],
-                inputs=[0], outputs=[4],
+                inputs=[0],
+                outputs=[4],
             )
         ],
         buffers=[None, tb.float_bytes([2, 0.5, -1, 3]), tb.float_bytes([0.25, 1, 2, -4])],
@@ -62,7 +68,10 @@ def test_old_format_operator_codes(tmp_path: Path) -> None:
     report, source, target = convert(tmp_path, model)
     assert report.tensors_converted == 2
     out = tflite.Model.GetRootAs(target.read_bytes(), 0)
-    codes = [(out.OperatorCodes(i).DeprecatedBuiltinCode(), oracle.raw_builtin_code(out.OperatorCodes(i))) for i in range(out.OperatorCodesLength())]
+    codes = [
+        (out.OperatorCodes(i).DeprecatedBuiltinCode(), oracle.raw_builtin_code(out.OperatorCodes(i)))
+        for i in range(out.OperatorCodesLength())
+    ]
     assert codes[:2] == [(tb.MUL, 0), (tb.ADD, 0)], "original operator codes must be carried over as they are"
     assert codes[2] == (tb.DEQUANTIZE, tb.DEQUANTIZE)
     assert_same_outputs(source, target)
@@ -79,7 +88,9 @@ def test_existing_dequantize_code_is_reused_and_raised_to_version_3(tmp_path: Pa
     assert (code.DeprecatedBuiltinCode(), oracle.raw_builtin_code(code), code.Version()) == (6, 6, 3)
 
 
-@pytest.mark.parametrize("old, new", [("1.5.0", "1.15.0"), ("1.14.0", "1.15.0"), ("1.15.0", "1.15.0"), ("2.3.0", "2.3.0")])
+@pytest.mark.parametrize(
+    "old, new", [("1.5.0", "1.15.0"), ("1.14.0", "1.15.0"), ("1.15.0", "1.15.0"), ("2.3.0", "2.3.0")]
+)
 def test_min_runtime_version_is_raised_never_lowered(tmp_path: Path, old: str, new: str) -> None:
     model = tb.add_model()
     model.buffers[4] = tb.version_bytes(old)
@@ -112,11 +123,17 @@ def test_buffer_shared_across_types_gets_split(tmp_path: Path) -> None:
         operator_codes=[tb.OperatorCode(tb.ADD)],
         subgraphs=[
             tb.Subgraph(
-                tensors=[tb.Tensor([1], name="x"), tb.Tensor([1], name="zero_f", buffer=1),
-                         tb.Tensor([1], type=tb.INT32, name="zero_i", buffer=1), tb.Tensor([1], name="y"),
-                         tb.Tensor([1], type=tb.INT32, name="yi"), tb.Tensor([1], type=tb.INT32, name="xi")],
+                tensors=[
+                    tb.Tensor([1], name="x"),
+                    tb.Tensor([1], name="zero_f", buffer=1),
+                    tb.Tensor([1], type=tb.INT32, name="zero_i", buffer=1),
+                    tb.Tensor([1], name="y"),
+                    tb.Tensor([1], type=tb.INT32, name="yi"),
+                    tb.Tensor([1], type=tb.INT32, name="xi"),
+                ],
                 operators=[tb.Operator(0, [0, 1], [3]), tb.Operator(0, [5, 2], [4])],
-                inputs=[0, 5], outputs=[3, 4],
+                inputs=[0, 5],
+                outputs=[3, 4],
             )
         ],
         buffers=[None, bytes(4)],
@@ -135,14 +152,20 @@ def test_constant_read_by_several_ops_and_slots_gets_one_dequantize(tmp_path: Pa
         operator_codes=[tb.OperatorCode(tb.ADD), tb.OperatorCode(tb.MUL)],
         subgraphs=[
             tb.Subgraph(
-                tensors=[tb.Tensor([3], name="x"), tb.Tensor([3], name="w", buffer=1), tb.Tensor([3], name="t"), tb.Tensor([3], name="y")],
+                tensors=[
+                    tb.Tensor([3], name="x"),
+                    tb.Tensor([3], name="w", buffer=1),
+                    tb.Tensor([3], name="t"),
+                    tb.Tensor([3], name="y"),
+                ],
                 operators=[tb.Operator(1, [1, 1], [2]), tb.Operator(0, [0, 1], [3])],
-                inputs=[0], outputs=[3],
+                inputs=[0],
+                outputs=[3],
             )
         ],
         buffers=[None, tb.float_bytes([1.5, -3.0, 0.125])],
     )
-    report, source, target = convert(tmp_path, model)
+    _report, source, target = convert(tmp_path, model)
     out = tflite.Model.GetRootAs(target.read_bytes(), 0).Subgraphs(0)
     assert out.OperatorsLength() == 3 and out.TensorsLength() == 5
     assert out.Operators(0).InputsAsNumpy().tolist() == [1]  # the DEQUANTIZE, first
@@ -158,10 +181,15 @@ def test_sparse_constant_goes_through_densify_then_dequantize(tmp_path: Path) ->
         operator_codes=[tb.OperatorCode(tb.DENSIFY), tb.OperatorCode(tb.ADD)],
         subgraphs=[
             tb.Subgraph(
-                tensors=[tb.Tensor([2, 4], name="x"), tb.Tensor([2, 4], name="w_sparse", buffer=1, csr=structure),
-                         tb.Tensor([2, 4], name="w"), tb.Tensor([2, 4], name="y")],
+                tensors=[
+                    tb.Tensor([2, 4], name="x"),
+                    tb.Tensor([2, 4], name="w_sparse", buffer=1, csr=structure),
+                    tb.Tensor([2, 4], name="w"),
+                    tb.Tensor([2, 4], name="y"),
+                ],
                 operators=[tb.Operator(0, [1], [2]), tb.Operator(1, [0, 2], [3])],
-                inputs=[0], outputs=[3],
+                inputs=[0],
+                outputs=[3],
             )
         ],
         buffers=[None, values],
@@ -194,7 +222,7 @@ def test_trailing_zip_of_associated_files_survives(tmp_path: Path) -> None:
     report = rewrite(source, target)
     assert report.tensors_converted == 10
     output = target.read_bytes()
-    trailing = original[len((DATA / "small_cnn.fp32.tflite").read_bytes()):]
+    trailing = original[len((DATA / "small_cnn.fp32.tflite").read_bytes()) :]
     assert output.endswith(trailing)
     with zipfile.ZipFile(io.BytesIO(output)) as archive:
         assert archive.read("labels.txt") == b"cat\ndog\n"
@@ -210,14 +238,25 @@ def test_hybrid_operator_inputs_stay_float32(tmp_path: Path) -> None:
         operator_codes=[tb.OperatorCode(tb.FULLY_CONNECTED, version=3), tb.OperatorCode(tb.ADD)],
         subgraphs=[
             tb.Subgraph(
-                tensors=[tb.Tensor([1, 4], name="x"), tb.Tensor([2, 4], type=tb.INT8, name="w", buffer=1, quantization=([0.5], [0])),
-                         tb.Tensor([2], name="b", buffer=2), tb.Tensor([1, 2], name="h"), tb.Tensor([1, 2], name="c", buffer=3),
-                         tb.Tensor([1, 2], name="y")],
+                tensors=[
+                    tb.Tensor([1, 4], name="x"),
+                    tb.Tensor([2, 4], type=tb.INT8, name="w", buffer=1, quantization=([0.5], [0])),
+                    tb.Tensor([2], name="b", buffer=2),
+                    tb.Tensor([1, 2], name="h"),
+                    tb.Tensor([1, 2], name="c", buffer=3),
+                    tb.Tensor([1, 2], name="y"),
+                ],
                 operators=[tb.Operator(0, [0, 1, 2], [3], fused_activation=0), tb.Operator(1, [3, 4], [5])],
-                inputs=[0], outputs=[5],
+                inputs=[0],
+                outputs=[5],
             )
         ],
-        buffers=[None, np.array([1, 2, 3, 4, -1, -2, -3, -4], "i1").tobytes(), tb.float_bytes([0.5, -0.5]), tb.float_bytes([1, 2])],
+        buffers=[
+            None,
+            np.array([1, 2, 3, 4, -1, -2, -3, -4], "i1").tobytes(),
+            tb.float_bytes([0.5, -0.5]),
+            tb.float_bytes([1, 2]),
+        ],
     )
     report, source, target = convert(tmp_path, model)
     assert [t.name for t in report.plan.tensors] == ["c"]
@@ -250,7 +289,10 @@ def test_dry_run_writes_nothing_and_explains(tmp_path: Path) -> None:
     described = plan.describe()
     assert "26 tensors" in described and "min_runtime_version: raised, 1.13.1 -> 1.15.0" in described
     assert "reduced_precision_support: added, fp16accfp32" in described
-    assert "CONVERSION_METADATA: updated, model_optimization_modes [] -> model_optimization_modes [PTQ_FLOAT16]" in described
+    assert (
+        "CONVERSION_METADATA: updated, model_optimization_modes [] -> model_optimization_modes [PTQ_FLOAT16]"
+        in described
+    )
     assert "hybrid operator 0 (CONV_2D)" in plan_file(DATA / "int8_dynrange.int8.tflite").describe()
     report = rewrite(DATA / "lstm_seq.fp32.tflite", None)
     assert report.dry_run and report.size_after is None and not list(tmp_path.iterdir())
@@ -322,9 +364,14 @@ def test_weights_larger_than_a_cast_block_stream_through_the_writer(tmp_path: Pa
         operator_codes=[tb.OperatorCode(tb.FULLY_CONNECTED)],
         subgraphs=[
             tb.Subgraph(
-                tensors=[tb.Tensor([1, columns], name="x"), tb.Tensor([rows, columns], name="w", buffer=1), tb.Tensor([1, rows], name="y")],
+                tensors=[
+                    tb.Tensor([1, columns], name="x"),
+                    tb.Tensor([rows, columns], name="w", buffer=1),
+                    tb.Tensor([1, rows], name="y"),
+                ],
                 operators=[tb.Operator(0, [0, 1, -1], [2])],
-                inputs=[0], outputs=[2],
+                inputs=[0],
+                outputs=[2],
             )
         ],
         buffers=[None, weights.tobytes()],
@@ -335,4 +382,6 @@ def test_weights_larger_than_a_cast_block_stream_through_the_writer(tmp_path: Pa
     assert (entry.saturated, entry.infinity, entry.flushed) == (2, False, 1) and entry.lossy
     for resolver in runtime.RESOLVERS:
         reference, converted = runtime.run(source, resolver), runtime.run(target, resolver)
-        np.testing.assert_allclose(converted["serving_default/y"][:, 1:], reference["serving_default/y"][:, 1:], atol=0.05)
+        np.testing.assert_allclose(
+            converted["serving_default/y"][:, 1:], reference["serving_default/y"][:, 1:], atol=0.05
+        )

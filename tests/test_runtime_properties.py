@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import List, Set
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 import oracle
 import runtime
 import tflite_builder as tb
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from tflite_fp16 import rewrite
 
 ELEMENTWISE = [tb.ADD, tb.MUL, 41, 55, 57]  # ADD, MUL, SUB, MAXIMUM, MINIMUM
@@ -32,9 +31,9 @@ def runnable_models(draw: st.DrawFn) -> tb.Model:
     ops = draw(st.lists(st.sampled_from(ELEMENTWISE), min_size=1, max_size=6))
     codes = [tb.OperatorCode(op, old_format=draw(st.booleans())) for op in sorted(set(ops))]
     code_of = {code.op: i for i, code in enumerate(codes)}
-    buffers: List = [None]
+    buffers: list = [None]
     tensors = [tb.Tensor([WIDTH], name="x")]
-    constants: List[int] = []
+    constants: list[int] = []
     operators = []
     current = 0
     for op in ops:
@@ -67,7 +66,7 @@ def runnable_models(draw: st.DrawFn) -> tb.Model:
     return model
 
 
-def rounded(model: tb.Model, converted: Set[int]) -> tb.Model:
+def rounded(model: tb.Model, converted: set[int]) -> tb.Model:
     """A copy of the model whose converted constants read their values rounded through
     float16, each from a private float32 buffer."""
     reference = copy.deepcopy(model)
@@ -79,7 +78,9 @@ def rounded(model: tb.Model, converted: Set[int]) -> tb.Model:
     return reference
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(runnable_models())
 def test_float16_model_computes_the_rounded_float32_model(tmp_path: Path, model: tb.Model) -> None:
     source, target, expected = tmp_path / "in.tflite", tmp_path / "out.tflite", tmp_path / "rounded.tflite"

@@ -46,9 +46,15 @@ def _package_tables(module):  # type: ignore[no-untyped-def]
 def _field_methods(cls: type):  # type: ignore[no-untyped-def]
     """The accessor of each field: not flatc's helpers (``ShapeLength`` next to ``Shape``),
     while a field really called ``length`` (ExternalBuffer) stays."""
-    methods = {m for m in vars(cls) if m[0].isupper() and not m.startswith(("GetRootAs", "Init")) and not m.endswith("BufferHasIdentifier")}
+    methods = {
+        m
+        for m in vars(cls)
+        if m[0].isupper() and not m.startswith(("GetRootAs", "Init")) and not m.endswith("BufferHasIdentifier")
+    }
     for method in methods:
-        helper = any(method.endswith(suffix) and method[: -len(suffix)] in methods for suffix in ("Length", "IsNone", "AsNumpy"))
+        helper = any(
+            method.endswith(suffix) and method[: -len(suffix)] in methods for suffix in ("Length", "IsNone", "AsNumpy")
+        )
         if not helper:
             yield method
 
@@ -81,14 +87,22 @@ def test_record_has_every_enum_value_and_union_member_of_both_packages() -> None
             cls = getattr(module, union)
             for key, value in vars(cls).items():
                 if not key.startswith("_") and value != 0:
-                    assert members.get(str(value)) == key, f"{package}: union {union} member {key} is missing from the record"
+                    assert members.get(str(value)) == key, (
+                        f"{package}: union {union} member {key} is missing from the record"
+                    )
 
 
 def test_record_has_the_newest_schema() -> None:
     """What LiteRT's schema added after the tflite package (2.18.0) was released."""
     assert "external_buffer" in SCHEMA.tables["Tensor"].by_name
     assert {"external_buffer_groups", "external_buffers"} <= set(SCHEMA.tables["Model"].by_name)
-    assert {"ExternalBuffer", "ExternalBufferGroup", "BlockwiseQuantization", "MultiAxisQuantization", "StablehloCaseOptions"} <= set(SCHEMA.tables)
+    assert {
+        "ExternalBuffer",
+        "ExternalBufferGroup",
+        "BlockwiseQuantization",
+        "MultiAxisQuantization",
+        "StablehloCaseOptions",
+    } <= set(SCHEMA.tables)
     assert {"INT2", "UINT4", "FLOAT8_E4M3FN", "FLOAT8_E5M2"} <= set(SCHEMA.enums["TensorType"])
     assert "STABLEHLO_CASE" in SCHEMA.enums["BuiltinOperator"]
     assert {"BlockwiseQuantization", "MultiAxisQuantization"} <= set(SCHEMA.unions["QuantizationDetails"].values())
@@ -97,14 +111,14 @@ def test_record_has_the_newest_schema() -> None:
 def test_slot_counts_match_the_package_builders() -> None:
     """Each table's slot count is the larger of the two packages' (a newer schema only adds fields)."""
     counts = {}
-    for package, module in _schema_modules():
+    for _package, module in _schema_modules():
         for name, _ in _package_tables(module):
             start = getattr(module, f"{name}Start", None) or getattr(sys.modules.get(f"tflite.{name}"), f"{name}Start")
 
             class Recorder:
                 slots = 0
 
-                def StartObject(self, n: int) -> None:  # noqa: N802 (flatbuffers' name)
+                def StartObject(self, n: int) -> None:
                     Recorder.slots = n
 
             start(Recorder())
@@ -126,7 +140,7 @@ def test_generator_refuses_packages_that_disagree() -> None:
     assert generator._merge_table("T", table, table) == table
     with pytest.raises(SystemExit, match="disagree on T slot 0"):
         generator._merge_table("T", table, other)
-    with pytest.raises(SystemExit, match="disagree on E.X"):
+    with pytest.raises(SystemExit, match=r"disagree on E\.X"):
         generator._merge_enum("E", {"X": 1}, {"X": 2})
 
 
@@ -141,8 +155,8 @@ def test_conversion_metadata_record_reads_what_tensorflow_wrote() -> None:
     """Every corpus model carries TensorFlow 2.21's CONVERSION_METADATA: the record reads it whole
     (no field of an unknown slot), with the values TensorFlow writes."""
     from tflite_fp16.format.reader import parse_table, read_model
-    from tflite_fp16.schema import CONVERSION_SCHEMA
     from tflite_fp16.format.writer import serialize_table
+    from tflite_fp16.schema import CONVERSION_SCHEMA
 
     modes = set(CONVERSION_SCHEMA.enums["ModelOptimizationMode"].values())
     seen = 0
@@ -155,7 +169,10 @@ def test_conversion_metadata_record_reads_what_tensorflow_wrote() -> None:
             table = parse_table(raw, CONVERSION_SCHEMA)
             environment = table.fields["environment"]
             assert environment.fields["tensorflow_version"] == b"2.21.0"
-            assert environment.get("model_hash") > 0 and environment.get("model_type") in CONVERSION_SCHEMA.enums["ModelType"].values()
+            assert (
+                environment.get("model_hash") > 0
+                and environment.get("model_type") in CONVERSION_SCHEMA.enums["ModelType"].values()
+            )
             assert set(table.fields["options"].ints("model_optimization_modes")) <= modes
             expected = {1001} if ".tf_fp16." in path.name else (set() if ".fp32." in path.name else None)
             if expected is not None:

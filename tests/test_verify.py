@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import tflite_builder as tb
+
 from tflite_fp16 import InvalidInputsError, VerificationError, rewrite, rewrite_bytes, verify
 from tflite_fp16.options import DEFAULT_TOLERANCE
 from tflite_fp16.verification import PROBES, compare_outputs
@@ -73,7 +73,7 @@ def test_inputs_that_do_not_fit_are_refused_with_the_expected_names(tmp_path: Pa
         verify(source, source, inputs={"keras_tensor": np.zeros((2, 2, 2, 16), np.float32)})
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not an npz")
-    with pytest.raises(InvalidInputsError, match="not a readable .npz"):
+    with pytest.raises(InvalidInputsError, match=r"not a readable \.npz"):
         verify(source, source, inputs=bad)
     result = run("--verify", "--inputs", str(bad), str(source), str(tmp_path / "out.tflite"))
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
@@ -90,9 +90,19 @@ def test_cli_verify_passes_and_reports(tmp_path: Path) -> None:
 
 def test_cli_verify_failure_exits_3_and_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out.tflite"
-    result = run("--verify", "--lossy", "convert", "--json", str(tmp_path / "r.json"), str(DATA / "fp16_range.fp32.tflite"), str(out))
+    result = run(
+        "--verify",
+        "--lossy",
+        "convert",
+        "--json",
+        str(tmp_path / "r.json"),
+        str(DATA / "fp16_range.fp32.tflite"),
+        str(out),
+    )
     assert result.returncode == 3
-    assert result.stderr.startswith("tflite-fp16: verify: FAILED") and "no output written" in result.stderr.splitlines()[0]
+    assert (
+        result.stderr.startswith("tflite-fp16: verify: FAILED") and "no output written" in result.stderr.splitlines()[0]
+    )
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["error"]["exit_status"] == 3 and data["verify"]["passed"] is False
@@ -100,6 +110,7 @@ def test_cli_verify_failure_exits_3_and_writes_nothing(tmp_path: Path) -> None:
     # The same with a loose tolerance passes (fp16_range gains no non-finite values) and writes the file.
     result = run("--verify", "--lossy", "convert", "--tolerance", "1e9", str(DATA / "fp16_range.fp32.tflite"), str(out))
     assert result.returncode == 0 and out.exists()
+
 
 def test_new_nonfinite_values_fail_whatever_the_tolerance(tmp_path: Path) -> None:
     source, out = tmp_path / "frontend.tflite", tmp_path / "out.tflite"

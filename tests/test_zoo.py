@@ -9,20 +9,19 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import numpy as np
-import pytest
-import tflite
-from hypothesis import HealthCheck, given, settings
-
 import oracle
+import pytest
 import runtime
 import strategies
+import tflite
 import tflite_builder as tb
+from hypothesis import HealthCheck, given, settings
 from test_runtime_properties import runnable_models
-from tflite_fp16 import rewrite
-from tflite_fp16 import check_many, rewrite_many
+
+from tflite_fp16 import check_many, rewrite, rewrite_many
 from tflite_fp16.tools.inspect import inspect_file
 from tflite_fp16.tools.widen import widen, widen_bytes
 
@@ -37,7 +36,7 @@ def run(*args: str, **kwargs: Any) -> subprocess.CompletedProcess:  # type: igno
 # ---------------------------------------------------------------- back to float32
 
 
-def ops_of(model: Any, s: int) -> List[tuple]:  # type: ignore[type-arg]
+def ops_of(model: Any, s: int) -> list[tuple]:  # type: ignore[type-arg]
     sg = model.Subgraphs(s)
     out = []
     for o in range(sg.OperatorsLength()):
@@ -67,9 +66,13 @@ def assert_round_trip(original: bytes, float16: bytes, widened: bytes, converted
             da.pop("Buffer"), db.pop("Buffer")
             assert da == db, (s, t)
         assert ops_of(a, s) == ops_of(b, s)
-        assert oracle.dump(sa)["Inputs"] == oracle.dump(sb)["Inputs"] and oracle.dump(sa)["Outputs"] == oracle.dump(sb)["Outputs"]
+        assert (
+            oracle.dump(sa)["Inputs"] == oracle.dump(sb)["Inputs"]
+            and oracle.dump(sa)["Outputs"] == oracle.dump(sb)["Outputs"]
+        )
     assert [oracle.dump(a.SignatureDefs(i)) for i in range(a.SignatureDefsLength())] == [
-        oracle.dump(b.SignatureDefs(i)) for i in range(b.SignatureDefsLength())]
+        oracle.dump(b.SignatureDefs(i)) for i in range(b.SignatureDefsLength())
+    ]
     # The metadata is M's again: reduced_precision_support gone, CONVERSION_METADATA without
     # PTQ_FLOAT16 and with the hash of the widened file, which has M's structure, so M's hash.
     assert a.MetadataLength() == b.MetadataLength()
@@ -85,7 +88,9 @@ def assert_round_trip(original: bytes, float16: bytes, widened: bytes, converted
     assert tflite.Model.GetRootAs(float16, 0).OperatorCodesLength() >= b.OperatorCodesLength()
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(strategies.models())
 def test_round_trip_over_random_models(tmp_path: Path, description: tb.Model) -> None:
     original = tb.build(description)
@@ -99,7 +104,9 @@ def test_round_trip_over_random_models(tmp_path: Path, description: tb.Model) ->
     assert widen(back, tmp_path / "again.tflite").unchanged  # nothing float16 is left to widen
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(runnable_models())
 def test_widened_model_computes_bit_identically_to_the_float16_model(tmp_path: Path, model: tb.Model) -> None:
     source, half, back = tmp_path / "m.tflite", tmp_path / "h.tflite", tmp_path / "b.tflite"
@@ -114,8 +121,12 @@ def test_widened_model_computes_bit_identically_to_the_float16_model(tmp_path: P
 
 @pytest.mark.parametrize("name", FP32_MODELS)
 def test_corpus_round_trip_and_tensorflows_float16_models(name: str, tmp_path: Path) -> None:
-    source, half, back, tf_back = (DATA / f"{name}.fp32.tflite", tmp_path / "h.tflite", tmp_path / "b.tflite",
-                                   tmp_path / "tf.tflite")
+    source, half, back, tf_back = (
+        DATA / f"{name}.fp32.tflite",
+        tmp_path / "h.tflite",
+        tmp_path / "b.tflite",
+        tmp_path / "tf.tflite",
+    )
     rewrite(source, half, lossy="convert")
     converted = oracle.check_rewrite(source.read_bytes(), half.read_bytes(), lossy="convert")
     widen(half, back)
@@ -124,8 +135,12 @@ def test_corpus_round_trip_and_tensorflows_float16_models(name: str, tmp_path: P
     tf_half = DATA / f"{name}.tf_fp16.tflite"
     report = widen(tf_half, tf_back)
     model = tflite.Model.GetRootAs(tf_back.read_bytes(), 0)
-    left = [(s, t) for s in range(model.SubgraphsLength()) for t in range(model.Subgraphs(s).TensorsLength())
-            if model.Subgraphs(s).Tensors(t).Type() == oracle.FLOAT16]
+    left = [
+        (s, t)
+        for s in range(model.SubgraphsLength())
+        for t in range(model.Subgraphs(s).TensorsLength())
+        if model.Subgraphs(s).Tensors(t).Type() == oracle.FLOAT16
+    ]
     assert len(left) == len(report.float16_kept)  # only LSTM states TensorFlow initialises through DEQUANTIZE stay
     assert all("variable" in why for *_, why in report.float16_kept)
     for resolver in runtime.RESOLVERS:
@@ -138,8 +153,11 @@ def test_corpus_round_trip_and_tensorflows_float16_models(name: str, tmp_path: P
     # Without float16 left, the float16 declarations go; CONVERSION_METADATA's hash is the new file's either way.
     assert (b"reduced_precision_support" in tf_back.read_bytes()) == bool(left)
     tf_model = tflite.Model.GetRootAs(tf_back.read_bytes(), 0)
-    entry = next(tf_model.Metadata(m) for m in range(tf_model.MetadataLength())
-                 if tf_model.Metadata(m).Name() == oracle.CONVERSION_METADATA)
+    entry = next(
+        tf_model.Metadata(m)
+        for m in range(tf_model.MetadataLength())
+        if tf_model.Metadata(m).Name() == oracle.CONVERSION_METADATA
+    )
     recorded = oracle.read_conversion_metadata(oracle.buffer_data(tf_model, entry.Buffer()))
     assert recorded["modes"] == ([oracle.PTQ_FLOAT16] if left else [])
     assert recorded["model_hash"] == oracle.tensorflow_model_hash(tf_back.read_bytes())
@@ -150,10 +168,19 @@ def test_sparse_float16_densify_dequantize_goes_back(tmp_path: Path) -> None:
     values, structure = tb.csr(dense)
     model = tb.Model(
         operator_codes=[tb.OperatorCode(tb.DENSIFY), tb.OperatorCode(tb.ADD)],
-        subgraphs=[tb.Subgraph(
-            tensors=[tb.Tensor([2, 4], name="x"), tb.Tensor([2, 4], name="w_sparse", buffer=1, csr=structure),
-                     tb.Tensor([2, 4], name="w"), tb.Tensor([2, 4], name="y")],
-            operators=[tb.Operator(0, [1], [2]), tb.Operator(1, [0, 2], [3])], inputs=[0], outputs=[3])],
+        subgraphs=[
+            tb.Subgraph(
+                tensors=[
+                    tb.Tensor([2, 4], name="x"),
+                    tb.Tensor([2, 4], name="w_sparse", buffer=1, csr=structure),
+                    tb.Tensor([2, 4], name="w"),
+                    tb.Tensor([2, 4], name="y"),
+                ],
+                operators=[tb.Operator(0, [1], [2]), tb.Operator(1, [0, 2], [3])],
+                inputs=[0],
+                outputs=[3],
+            )
+        ],
         buffers=[None, values],
         signatures=[tb.Signature("serving_default", 0, [("x", 0)], [("y", 3)])],
     )
@@ -165,18 +192,24 @@ def test_sparse_float16_densify_dequantize_goes_back(tmp_path: Path) -> None:
     assert back.read_bytes() != half.read_bytes()
     assert_round_trip(source.read_bytes(), half.read_bytes(), back.read_bytes(), {(0, 1)})
     for resolver in runtime.RESOLVERS:
-        np.testing.assert_array_equal(runtime.run(back, resolver)["serving_default/y"], runtime.run(source, resolver)["serving_default/y"])
+        np.testing.assert_array_equal(
+            runtime.run(back, resolver)["serving_default/y"], runtime.run(source, resolver)["serving_default/y"]
+        )
 
 
 def test_widen_cli_and_bytes(tmp_path: Path) -> None:
     half = tmp_path / "h.tflite"
     rewrite(DATA / "small_cnn.fp32.tflite", half)
     result = run(str(half), str(tmp_path / "b.tflite"), "--to", "float32", "--json", str(tmp_path / "r.json"))
-    assert result.returncode == 0 and result.stdout.startswith("10 tensors widened to float32, 10 DEQUANTIZE ops removed")
+    assert result.returncode == 0 and result.stdout.startswith(
+        "10 tensors widened to float32, 10 DEQUANTIZE ops removed"
+    )
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["operation"] == "to_float32" and len(data["widened"]) == 10 and data["operator_codes_removed"] == 1
-    assert [(m["name"], m["action"]) for m in data["metadata"]] == [("reduced_precision_support", "removed"),
-                                                                   ("CONVERSION_METADATA", "updated")]
+    assert [(m["name"], m["action"]) for m in data["metadata"]] == [
+        ("reduced_precision_support", "removed"),
+        ("CONVERSION_METADATA", "updated"),
+    ]
     content, report = widen_bytes(half.read_bytes())
     assert content == (tmp_path / "b.tflite").read_bytes() and len(report.widened) == 10
     same = run(str(DATA / "small_cnn.fp32.tflite"), str(tmp_path / "c.tflite"), "--to", "float32")
@@ -203,12 +236,21 @@ def zoo(tmp_path: Path) -> Path:
 
 def test_batch_cli_keeps_relative_paths_reports_failures_and_exits_1(zoo: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = run("-o", str(out), "-j", "2", "--json", str(tmp_path / "r.json"), str(zoo), str(DATA / "control_flow.fp32.tflite"))
+    result = run(
+        "-o", str(out), "-j", "2", "--json", str(tmp_path / "r.json"), str(zoo), str(DATA / "control_flow.fp32.tflite")
+    )
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [f"tflite-fp16: '{zoo / 'audio' / 'broken.tflite'}': not a TFLite model: "
-                                                  "the file identifier is b'a mo', expected b'TFL3' (is this a .tflite file?)"]
+    assert result.stderr.strip().splitlines() == [
+        f"tflite-fp16: '{zoo / 'audio' / 'broken.tflite'}': not a TFLite model: "
+        "the file identifier is b'a mo', expected b'TFL3' (is this a .tflite file?)"
+    ]
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*.tflite"))
-    assert written == ["audio/v2/embed.tflite", "control_flow.fp32.tflite", "vision/cnn.tflite", "vision/mlp_fp16.tflite"]
+    assert written == [
+        "audio/v2/embed.tflite",
+        "control_flow.fp32.tflite",
+        "vision/cnn.tflite",
+        "vision/mlp_fp16.tflite",
+    ]
     assert (out / "vision" / "mlp_fp16.tflite").read_bytes() == (zoo / "vision" / "mlp_fp16.tflite").read_bytes()
     table = result.stdout.splitlines()
     assert table[0].split() == ["files", "5"] and table[1].split() == ["converted", "3"]
@@ -227,7 +269,7 @@ def test_batch_in_place_and_back_to_float32(zoo: Path) -> None:
     assert run("--check", str(zoo)).returncode == 0
     assert run("--in-place", "--to", "float32", "-q", str(zoo)).returncode == 0
     assert run("--check", str(zoo)).returncode == 4
-    assert not [p for p in zoo.rglob(".tflite-fp16*")]
+    assert not list(zoo.rglob(".tflite-fp16*"))
 
 
 def test_rewrite_many_with_a_process_pool_and_any_executor(zoo: Path, tmp_path: Path) -> None:
@@ -241,7 +283,10 @@ def test_rewrite_many_with_a_process_pool_and_any_executor(zoo: Path, tmp_path: 
     inline = rewrite_many([zoo / "vision" / "cnn.tflite"], tmp_path / "inline", jobs=1)
     assert inline[0].ok and (tmp_path / "inline" / "cnn.tflite").exists()
     with concurrent.futures.ThreadPoolExecutor(2) as threads:  # any Executor will do
-        assert [r.status for r in rewrite_many([zoo / "vision"], tmp_path / "threads", executor=threads)] == ["converted", "unchanged"]
+        assert [r.status for r in rewrite_many([zoo / "vision"], tmp_path / "threads", executor=threads)] == [
+            "converted",
+            "unchanged",
+        ]
     with pytest.raises(ValueError, match="out_dir, or in_place"):
         rewrite_many([zoo], None)
 
@@ -278,7 +323,11 @@ def test_check_is_a_pipeline_guard(zoo: Path, tmp_path: Path) -> None:
 
 def test_inspect_reports_the_file(tmp_path: Path) -> None:
     info = inspect_file(DATA / "lstm_seq.tf_fp16.tflite")
-    assert info["schema_version"] == 3 and info["layout"] == "normal" and info["appended"] == {"bytes": 0, "zip_files": None}
+    assert (
+        info["schema_version"] == 3
+        and info["layout"] == "normal"
+        and info["appended"] == {"bytes": 0, "zip_files": None}
+    )
     assert info["subgraphs"][0]["operators"] == 34
     (signature,) = info["signatures"]
     assert signature["inputs"] == [{"name": "input_1", "tensor": 0, "shape": [1, 12, 8], "type": "FLOAT32"}]

@@ -9,8 +9,8 @@ newer schema, bytes after the flatbuffer).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import flatbuffers
 import numpy as np
@@ -28,11 +28,11 @@ class Tensor:
     buffer: int = 0
     name: str = ""
     is_variable: bool = False
-    shape_signature: Optional[Sequence[int]] = None
-    quantization: Optional[Tuple[Sequence[float], Sequence[int]]] = None  # (scale, zero_point)
+    shape_signature: Sequence[int] | None = None
+    quantization: tuple[Sequence[float], Sequence[int]] | None = None  # (scale, zero_point)
     sparse: bool = False  # a trivial all-dense SparsityParameters
-    csr: Optional[Tuple[Sequence[int], Sequence[int]]] = None  # 2-D CSR: (row segments, column indices)
-    extra_slot: Optional[Tuple[int, int]] = None  # (slot, int32 value) of a field no schema defines
+    csr: tuple[Sequence[int], Sequence[int]] | None = None  # 2-D CSR: (row segments, column indices)
+    extra_slot: tuple[int, int] | None = None  # (slot, int32 value) of a field no schema defines
 
 
 @dataclass
@@ -40,25 +40,25 @@ class Operator:
     opcode: int
     inputs: Sequence[int]
     outputs: Sequence[int]
-    fused_activation: Optional[int] = None  # writes FullyConnectedOptions when set
-    custom_options: Optional[bytes] = None
+    fused_activation: int | None = None  # writes FullyConnectedOptions when set
+    custom_options: bytes | None = None
     options_type: int = FULLY_CONNECTED_OPTIONS  # the union type written with fused_activation
-    large_custom_options: Optional[Tuple[int, int]] = None  # (offset, size) of custom options after the flatbuffer
-    options_fields: Optional[Sequence[Tuple[int, int]]] = None  # (slot, int32 value) of the options table, of options_type
+    large_custom_options: tuple[int, int] | None = None  # (offset, size) of custom options after the flatbuffer
+    options_fields: Sequence[tuple[int, int]] | None = None  # (slot, int32 value) of the options table, of options_type
 
 
 @dataclass
 class OperatorCode:
     op: int
     version: int = 1
-    custom_code: Optional[str] = None
+    custom_code: str | None = None
     old_format: bool = False  # only deprecated_builtin_code, as before schema 3a
 
 
 @dataclass
 class Subgraph:
-    tensors: List[Tensor]
-    operators: List[Operator]
+    tensors: list[Tensor]
+    operators: list[Operator]
     inputs: Sequence[int] = ()
     outputs: Sequence[int] = ()
     name: str = ""
@@ -68,21 +68,21 @@ class Subgraph:
 class Signature:
     key: str
     subgraph: int
-    inputs: Sequence[Tuple[str, int]] = ()
-    outputs: Sequence[Tuple[str, int]] = ()
+    inputs: Sequence[tuple[str, int]] = ()
+    outputs: Sequence[tuple[str, int]] = ()
 
 
 @dataclass
 class Model:
-    operator_codes: List[OperatorCode]
-    subgraphs: List[Subgraph]
-    buffers: List[Optional[bytes]]  # None: a Buffer with no data
-    metadata: Sequence[Tuple[str, int]] = ()
+    operator_codes: list[OperatorCode]
+    subgraphs: list[Subgraph]
+    buffers: list[bytes | None]  # None: a Buffer with no data
+    metadata: Sequence[tuple[str, int]] = ()
     signatures: Sequence[Signature] = ()
     description: str = "tflite_builder"
     trailing: bytes = b""
-    model_extra_slot: Optional[Tuple[int, int]] = None
-    external_buffers: Dict[int, Tuple[int, int]] = field(default_factory=dict)  # index -> (Buffer.offset, Buffer.size)
+    model_extra_slot: tuple[int, int] | None = None
+    external_buffers: dict[int, tuple[int, int]] = field(default_factory=dict)  # index -> (Buffer.offset, Buffer.size)
     metadata_buffer: Sequence[int] = ()  # the deprecated Model.metadata_buffer list
 
 
@@ -104,7 +104,7 @@ def _int32_vector_table(builder: flatbuffers.Builder, values: Sequence[int]) -> 
     return builder.EndObject()
 
 
-def csr(matrix: np.ndarray) -> Tuple[bytes, Tuple[List[int], List[int]]]:
+def csr(matrix: np.ndarray) -> tuple[bytes, tuple[list[int], list[int]]]:
     """The non-zero values of a 2-D float32 matrix and its CSR (segments, indices)."""
     segments, indices, values = [0], [], []
     for row in matrix:
@@ -313,7 +313,11 @@ def add_model(weights: Sequence[float] = (1.5, -2.0, 3.25, 0.5)) -> Model:
         operator_codes=[OperatorCode(ADD)],
         subgraphs=[
             Subgraph(
-                tensors=[Tensor([4], name="x", buffer=1), Tensor([4], name="w", buffer=2), Tensor([4], name="y", buffer=3)],
+                tensors=[
+                    Tensor([4], name="x", buffer=1),
+                    Tensor([4], name="w", buffer=2),
+                    Tensor([4], name="y", buffer=3),
+                ],
                 operators=[Operator(0, [0, 1], [2])],
                 inputs=[0],
                 outputs=[2],
@@ -340,7 +344,13 @@ def frontend_model(width: int = 8, clamp: float = float("inf"), epsilon: float =
     """
     bias = np.linspace(-0.9, 0.7, width).astype("<f4")
     return Model(
-        operator_codes=[OperatorCode(MUL), OperatorCode(MINIMUM), OperatorCode(MAXIMUM), OperatorCode(LOG), OperatorCode(ADD)],
+        operator_codes=[
+            OperatorCode(MUL),
+            OperatorCode(MINIMUM),
+            OperatorCode(MAXIMUM),
+            OperatorCode(LOG),
+            OperatorCode(ADD),
+        ],
         subgraphs=[
             Subgraph(
                 tensors=[
@@ -367,7 +377,14 @@ def frontend_model(width: int = 8, clamp: float = float("inf"), epsilon: float =
                 name="main",
             )
         ],
-        buffers=[None, float_bytes([256.0]), float_bytes([clamp]), float_bytes([epsilon]), bias.tobytes(), version_bytes("1.14.0")],
+        buffers=[
+            None,
+            float_bytes([256.0]),
+            float_bytes([clamp]),
+            float_bytes([epsilon]),
+            bias.tobytes(),
+            version_bytes("1.14.0"),
+        ],
         metadata=[("min_runtime_version", 5)],
         signatures=[Signature("serving_default", 0, [("audio", 0)], [("features", 9)])],
     )
@@ -383,7 +400,7 @@ def filterbank_model(width: int = 16, bands: int = 8, seed: int = 0, dense_layer
     rng = np.random.default_rng(seed)
     b = rng.standard_normal((bands, width)).astype("<f4")
     a = (b + 0.001 * rng.standard_normal((bands, width))).astype("<f4")
-    buffers: List[Optional[bytes]] = [None, a.tobytes(), b.tobytes()]
+    buffers: list[bytes | None] = [None, a.tobytes(), b.tobytes()]
     tensors = [
         Tensor([1, width], name="signal"),
         Tensor([bands, width], name="bank/a", buffer=1),
@@ -399,9 +416,11 @@ def filterbank_model(width: int = 16, bands: int = 8, seed: int = 0, dense_layer
         bias = (0.01 * rng.standard_normal(bands)).astype("<f4")
         buffers += [w.tobytes(), bias.tobytes()]
         prefix = "dense" if dense_layers == 1 else f"dense{layer}"
-        tensors += [Tensor([bands, bands], name=f"{prefix}/weights", buffer=len(buffers) - 2),
-                    Tensor([bands], name=f"{prefix}/bias", buffer=len(buffers) - 1),
-                    Tensor([1, bands], name="scores" if layer == dense_layers - 1 else f"{prefix}/output")]
+        tensors += [
+            Tensor([bands, bands], name=f"{prefix}/weights", buffer=len(buffers) - 2),
+            Tensor([bands], name=f"{prefix}/bias", buffer=len(buffers) - 1),
+            Tensor([1, bands], name="scores" if layer == dense_layers - 1 else f"{prefix}/output"),
+        ]
         operators.append(Operator(0, [current, len(tensors) - 3, len(tensors) - 2], [len(tensors) - 1]))
         current = len(tensors) - 1
     return Model(
@@ -421,10 +440,17 @@ def random_model() -> Model:
         operator_codes=[OperatorCode(RANDOM_UNIFORM), OperatorCode(ADD)],
         subgraphs=[
             Subgraph(
-                tensors=[Tensor([1, 4], name="x"), Tensor([2], type=INT32, name="shape", buffer=1), Tensor([1, 4], name="noise"),
-                         Tensor([1, 4], name="c", buffer=2), Tensor([1, 4], name="t"), Tensor([1, 4], name="y")],
+                tensors=[
+                    Tensor([1, 4], name="x"),
+                    Tensor([2], type=INT32, name="shape", buffer=1),
+                    Tensor([1, 4], name="noise"),
+                    Tensor([1, 4], name="c", buffer=2),
+                    Tensor([1, 4], name="t"),
+                    Tensor([1, 4], name="y"),
+                ],
                 operators=[Operator(0, [1], [2]), Operator(1, [0, 3], [4]), Operator(1, [4, 2], [5])],
-                inputs=[0], outputs=[5],
+                inputs=[0],
+                outputs=[5],
             )
         ],
         buffers=[None, np.array([1, 4], "<i4").tobytes(), float_bytes([0.5, -0.5, 0.25, 2.0])],
@@ -460,8 +486,9 @@ def litert_tensor(shape: Sequence[int], type: int = FLOAT32, buffer: int = 0, na
     return tensor
 
 
-def litert_operator(opcode: int, inputs: Sequence[int], outputs: Sequence[int], options2: object = None,
-                    options2_type: int = 0):  # type: ignore[no-untyped-def]
+def litert_operator(
+    opcode: int, inputs: Sequence[int], outputs: Sequence[int], options2: object = None, options2_type: int = 0
+):  # type: ignore[no-untyped-def]
     operator = _litert_schema().OperatorT()
     operator.opcodeIndex, operator.inputs, operator.outputs = opcode, list(inputs), list(outputs)
     if options2 is not None:
@@ -475,7 +502,7 @@ def litert_code(op: int, version: int = 1):  # type: ignore[no-untyped-def]
     return code
 
 
-def litert_buffer(data: Optional[bytes] = None):  # type: ignore[no-untyped-def]
+def litert_buffer(data: bytes | None = None):  # type: ignore[no-untyped-def]
     buffer = _litert_schema().BufferT()
     if data is not None:
         buffer.data = np.frombuffer(data, np.uint8)
@@ -485,7 +512,12 @@ def litert_buffer(data: Optional[bytes] = None):  # type: ignore[no-untyped-def]
 def litert_subgraph(tensors: list, operators: list, inputs: Sequence[int], outputs: Sequence[int], name: str = ""):  # type: ignore[no-untyped-def, type-arg]
     subgraph = _litert_schema().SubGraphT()
     subgraph.tensors, subgraph.operators, subgraph.inputs, subgraph.outputs, subgraph.name = (
-        tensors, operators, list(inputs), list(outputs), name)
+        tensors,
+        operators,
+        list(inputs),
+        list(outputs),
+        name,
+    )
     return subgraph
 
 
@@ -506,7 +538,7 @@ def build_litert(model: object) -> bytes:
     return bytes(builder.Output())
 
 
-def blockwise(scales: int, zero_points: int = -1, block_size: int = 32, multi_axis: Optional[Sequence[int]] = None):  # type: ignore[no-untyped-def]
+def blockwise(scales: int, zero_points: int = -1, block_size: int = 32, multi_axis: Sequence[int] | None = None):  # type: ignore[no-untyped-def]
     """QuantizationParametersT whose details name the tensor of the scales (and of the zero points)."""
     schema = _litert_schema()
     if multi_axis is None:
@@ -531,9 +563,16 @@ def pack_bits(values: np.ndarray, bits: int) -> bytes:
     return bytes(np.bitwise_or.reduce(flat << (np.arange(per_byte, dtype=np.uint8) * bits), axis=1).astype(np.uint8))
 
 
-def blockwise_fc_model(weight_type: int = INT4, scale_type: int = FLOAT16, scales_also_read: bool = False,
-                       multi_axis: Optional[Sequence[int]] = None, features: int = 64, units: int = 8, block: int = 32,
-                       seed: int = 0):  # type: ignore[no-untyped-def]
+def blockwise_fc_model(
+    weight_type: int = INT4,
+    scale_type: int = FLOAT16,
+    scales_also_read: bool = False,
+    multi_axis: Sequence[int] | None = None,
+    features: int = 64,
+    units: int = 8,
+    block: int = 32,
+    seed: int = 0,
+):  # type: ignore[no-untyped-def]
     """A runnable blockwise-quantized layer as ai-edge-quantizer writes one, then an ordinary one:
     ``h = FULLY_CONNECTED(x, W, bias)`` with W INT4 (or INT2) whose BlockwiseQuantization names the
     tensor of its per-block scales (float16: what LiteRT's kernels take); ``y = h * c``. With
@@ -549,7 +588,13 @@ def blockwise_fc_model(weight_type: int = INT4, scale_type: int = FLOAT16, scale
     c = rng.standard_normal(units).astype("<f4")
     tensors = [
         litert_tensor([1, features], name="x"),
-        litert_tensor([units, features], type=weight_type, buffer=1, name="fc/weights", quantization=blockwise(2, -1, block, multi_axis)),
+        litert_tensor(
+            [units, features],
+            type=weight_type,
+            buffer=1,
+            name="fc/weights",
+            quantization=blockwise(2, -1, block, multi_axis),
+        ),
         litert_tensor(list(scales.shape), type=scale_type, buffer=2, name="fc/scales"),
         litert_tensor([units], buffer=3, name="fc/bias"),
         litert_tensor([1, units], name="fc/output"),
@@ -566,8 +611,13 @@ def blockwise_fc_model(weight_type: int = INT4, scale_type: int = FLOAT16, scale
     schema = _litert_schema()
     options = schema.FullyConnectedOptionsT()
     operators[0].builtinOptionsType, operators[0].builtinOptions = FULLY_CONNECTED_OPTIONS, options
-    buffers = [litert_buffer(), litert_buffer(pack_bits(q, bits)), litert_buffer(scales.tobytes()),
-               litert_buffer(bias.tobytes()), litert_buffer(c.tobytes())]
+    buffers = [
+        litert_buffer(),
+        litert_buffer(pack_bits(q, bits)),
+        litert_buffer(scales.tobytes()),
+        litert_buffer(bias.tobytes()),
+        litert_buffer(c.tobytes()),
+    ]
     return litert_model(codes, [litert_subgraph(tensors, operators, [0], outputs, "main")], buffers)
 
 
@@ -587,9 +637,13 @@ def external_buffer_model(external_type: int = FLOAT32):  # type: ignore[no-unty
         litert_tensor([4], name="z"),
     ]
     operators = [litert_operator(0, [0, 1], [2]), litert_operator(1, [2, 3], [4])]
-    return litert_model([litert_code(ADD), litert_code(MUL)], [litert_subgraph(tensors, operators, [0], [4], "main")],
-                        [litert_buffer(), litert_buffer(float_bytes([0.5, 1.5, -2.0, 4.0]))],
-                        externalBufferGroups=[group], externalBuffers=[external])
+    return litert_model(
+        [litert_code(ADD), litert_code(MUL)],
+        [litert_subgraph(tensors, operators, [0], [4], "main")],
+        [litert_buffer(), litert_buffer(float_bytes([0.5, 1.5, -2.0, 4.0]))],
+        externalBufferGroups=[group],
+        externalBuffers=[external],
+    )
 
 
 def case_model(branches: int = 2):  # type: ignore[no-untyped-def]
@@ -600,13 +654,26 @@ def case_model(branches: int = 2):  # type: ignore[no-untyped-def]
     options.branchSubgraphIndices = list(range(1, branches + 1))
     main = litert_subgraph(
         [litert_tensor([], type=INT32, name="index"), litert_tensor([4], name="x"), litert_tensor([4], name="y")],
-        [litert_operator(0, [0, 1], [2], options, STABLEHLO_CASE_OPTIONS)], [0, 1], [2], "main")
+        [litert_operator(0, [0, 1], [2], options, STABLEHLO_CASE_OPTIONS)],
+        [0, 1],
+        [2],
+        "main",
+    )
     subgraphs = [main]
     buffers = [litert_buffer()]
     for branch in range(branches):
         buffers.append(litert_buffer(float_bytes([branch + 0.5] * 4)))
-        subgraphs.append(litert_subgraph(
-            [litert_tensor([4], name="x"), litert_tensor([4], buffer=len(buffers) - 1, name=f"branch{branch}/c"),
-             litert_tensor([4], name="y")],
-            [litert_operator(1, [0, 1], [2])], [0], [2], f"branch{branch}"))
+        subgraphs.append(
+            litert_subgraph(
+                [
+                    litert_tensor([4], name="x"),
+                    litert_tensor([4], buffer=len(buffers) - 1, name=f"branch{branch}/c"),
+                    litert_tensor([4], name="y"),
+                ],
+                [litert_operator(1, [0, 1], [2])],
+                [0],
+                [2],
+                f"branch{branch}",
+            )
+        )
     return litert_model([litert_code(STABLEHLO_CASE), litert_code(ADD)], subgraphs, buffers)

@@ -15,11 +15,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
-    InputChangedError, InputNotFoundError, InvalidInputsError, InvalidModelError, LossyModelError,
-    MissingDependencyError, OutputError, RewriteError, UnsupportedModelError, VerificationError,
+    InputChangedError,
+    InputNotFoundError,
+    InvalidInputsError,
+    InvalidModelError,
+    LossyModelError,
+    MissingDependencyError,
+    OutputError,
+    RewriteError,
+    UnsupportedModelError,
+    VerificationError,
 )
-
-from .version import __version__
+from .version import __version__ as __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import check_many, plan_file, rewrite, rewrite_bytes, rewrite_many
@@ -30,16 +37,45 @@ if TYPE_CHECKING:  # pragma: no cover
     from .tools.widen import widen, widen_bytes
 
 __all__ = [
-    "rewrite", "rewrite_bytes", "plan_file", "verify", "Options", "Report", "Plan", "ConvertedTensor", "KeptTensor",
-    "rewrite_many", "check_many", "widen", "widen_bytes", "inspect_file",
-    "RewriteError", "InvalidModelError", "UnsupportedModelError", "LossyModelError", "VerificationError",
-    "MissingDependencyError", "InvalidInputsError", "InputNotFoundError", "InputChangedError", "OutputError",
+    "ConvertedTensor",
+    "InputChangedError",
+    "InputNotFoundError",
+    "InvalidInputsError",
+    "InvalidModelError",
+    "KeptTensor",
+    "LossyModelError",
+    "MissingDependencyError",
+    "Options",
+    "OutputError",
+    "Plan",
+    "Report",
+    "RewriteError",
+    "UnsupportedModelError",
+    "VerificationError",
+    "check_many",
+    "inspect_file",
+    "plan_file",
+    "rewrite",
+    "rewrite_bytes",
+    "rewrite_many",
+    "verify",
+    "widen",
+    "widen_bytes",
 ]
 _LAZY = {
-    "rewrite": "api", "rewrite_bytes": "api", "plan_file": "api", "rewrite_many": "api", "check_many": "api",
-    "Report": "report", "ConvertedTensor": "report", "Options": "options",
-    "Plan": "conversion.plan", "KeptTensor": "conversion.plan",
-    "widen": "tools.widen", "widen_bytes": "tools.widen", "inspect_file": "tools.inspect",
+    "rewrite": "api",
+    "rewrite_bytes": "api",
+    "plan_file": "api",
+    "rewrite_many": "api",
+    "check_many": "api",
+    "Report": "report",
+    "ConvertedTensor": "report",
+    "Options": "options",
+    "Plan": "conversion.plan",
+    "KeptTensor": "conversion.plan",
+    "widen": "tools.widen",
+    "widen_bytes": "tools.widen",
+    "inspect_file": "tools.inspect",
 }
 
 

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from .conversion.plan import Plan
 from .errors import RewriteError
@@ -29,7 +29,7 @@ __all__ = ["check_many", "plan_file", "rewrite", "rewrite_bytes", "rewrite_many"
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def plan_file(path_in: PathLike, options: Optional[Options] = None, **overrides: Any) -> Plan:
+def plan_file(path_in: PathLike, options: Options | None = None, **overrides: Any) -> Plan:
     """What :func:`rewrite` would convert in ``path_in``, and why not the rest.
 
     The plan holds each conversion's value statistics; for the exact cast
@@ -40,7 +40,7 @@ def plan_file(path_in: PathLike, options: Optional[Options] = None, **overrides:
     return plan_of_file(path_in, Options.resolve(options, **overrides))
 
 
-def rewrite(path_in: PathLike, path_out: Optional[PathLike], options: Optional[Options] = None, **overrides: Any) -> Report:
+def rewrite(path_in: PathLike, path_out: PathLike | None, options: Options | None = None, **overrides: Any) -> Report:
     """Write the float16 version of the float32 TFLite model ``path_in`` to ``path_out``.
 
     Every FLOAT32 constant that an operator reads is stored as float16 and
@@ -79,7 +79,7 @@ def rewrite(path_in: PathLike, path_out: Optional[PathLike], options: Optional[O
     return _searched(report, result, opts, start)
 
 
-def rewrite_bytes(data: BytesLike, options: Optional[Options] = None, **overrides: Any) -> tuple[bytes, Report]:
+def rewrite_bytes(data: BytesLike, options: Options | None = None, **overrides: Any) -> tuple[bytes, Report]:
     """:func:`rewrite` for a model held in memory: the float16 model's bytes and the report.
 
     >>> with open("model.tflite", "rb") as f:                     # doctest: +SKIP
@@ -100,23 +100,39 @@ def _searched(report: Report, result: auto.SearchResult, options: Options, start
     search attached, the keep file written."""
     if options.save_keep is not None:
         auto.write_keep_file(options.save_keep, result)
-    return dataclasses.replace(report, plan=auto.relabel(report.plan, result), options=options, search=result,
-                               seconds=time.perf_counter() - start)
+    return dataclasses.replace(
+        report,
+        plan=auto.relabel(report.plan, result),
+        options=options,
+        search=result,
+        seconds=time.perf_counter() - start,
+    )
 
 
 def convert_one(source: str, target: str, options: Options, to: str) -> BatchResult:
     """One file of :func:`rewrite_many` (run in a worker): every error caught and described."""
     try:
-        report: Any = widen(source, target, layout=options.layout) if to == "float32" else rewrite(source, target, options)
+        report: Any = (
+            widen(source, target, layout=options.layout) if to == "float32" else rewrite(source, target, options)
+        )
         return BatchResult(source, target, report)
     except Exception as error:
         return failure_of(source, target, error)
 
 
-def rewrite_many(inputs: Sequence[PathLike], out_dir: Optional[PathLike] = None, *, in_place: bool = False,
-                 jobs: Optional[int] = None, executor: Optional[Executor] = None, to: str = "float16",
-                 options: Optional[Options] = None, progress: bool = False,
-                 on_result: Optional[Callable[[BatchResult], None]] = None, **overrides: Any) -> list[BatchResult]:
+def rewrite_many(
+    inputs: Sequence[PathLike],
+    out_dir: PathLike | None = None,
+    *,
+    in_place: bool = False,
+    jobs: int | None = None,
+    executor: Executor | None = None,
+    to: str = "float16",
+    options: Options | None = None,
+    progress: bool = False,
+    on_result: Callable[[BatchResult], None] | None = None,
+    **overrides: Any,
+) -> list[BatchResult]:
     """Convert every input file and every ``*.tflite`` under every input folder.
 
     Outputs go to ``out_dir`` at the input's path relative to the folder it was found in (a
@@ -141,11 +157,20 @@ def rewrite_many(inputs: Sequence[PathLike], out_dir: Optional[PathLike] = None,
     opts = Options.resolve(options, **overrides)
     if opts.save_keep is not None:
         raise ValueError("save_keep names one file; it has no meaning for many (use keep_from)")
-    return run_batch(inputs, out_dir, in_place, convert_one, (opts, to), jobs=jobs, executor=executor,
-                     progress=progress, on_result=on_result)
+    return run_batch(
+        inputs,
+        out_dir,
+        in_place,
+        convert_one,
+        (opts, to),
+        jobs=jobs,
+        executor=executor,
+        progress=progress,
+        on_result=on_result,
+    )
 
 
-def check_many(inputs: Sequence[PathLike], options: Optional[Options] = None, **overrides: Any) -> list[CheckResult]:
+def check_many(inputs: Sequence[PathLike], options: Options | None = None, **overrides: Any) -> list[CheckResult]:
     """For every input file and every ``*.tflite`` under every input folder: the tensors the
     rewrite would convert (with these options). Writes nothing.
 

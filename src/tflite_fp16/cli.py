@@ -13,15 +13,20 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Dict, List, Optional, Set, TextIO
+from typing import Any, TextIO
 
-from .version import __version__
 from .errors import (
-    InvalidInputsError, InvalidModelError, LossyModelError, MissingDependencyError, RewriteError,
-    UnsupportedModelError, VerificationError,
+    InvalidInputsError,
+    InvalidModelError,
+    LossyModelError,
+    MissingDependencyError,
+    RewriteError,
+    UnsupportedModelError,
+    VerificationError,
 )
 from .options import DEFAULT_MAX_CAST_ERROR, DEFAULT_TOLERANCE, LOSSY_POLICIES, Options
 from .text import quote
+from .version import __version__
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -39,70 +44,150 @@ def _parser() -> argparse.ArgumentParser:
         "Exit status: 0 done, 1 failure (for many inputs: any failed), 2 bad input or usage, 3 verification failed "
         "(or --auto cannot meet the tolerance), 4 --check found a constant to convert.",
     )
-    parser.add_argument("paths", nargs="*", metavar="PATH",
-                        help="IN OUT: convert one model (OUT may equal IN); with -o DIR, --in-place or --check: "
-                        "model files and folders (searched for *.tflite)")
-    parser.add_argument("--dry-run", action="store_true", help="say what would be converted and why not the rest; write nothing")
-    parser.add_argument("--to", choices=("float16", "float32"), default="float16",
-                        help="float32: undo a float16 conversion (ours or TensorFlow's): float16 weights read through "
-                        "DEQUANTIZE become float32 constants again")
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="IN OUT: convert one model (OUT may equal IN); with -o DIR, --in-place or --check: "
+        "model files and folders (searched for *.tflite)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="say what would be converted and why not the rest; write nothing"
+    )
+    parser.add_argument(
+        "--to",
+        choices=("float16", "float32"),
+        default="float16",
+        help="float32: undo a float16 conversion (ours or TensorFlow's): float16 weights read through "
+        "DEQUANTIZE become float32 constants again",
+    )
 
     many = parser.add_argument_group("many models (tflite-fp16 inspect MODEL [--json]: what is in a file)")
     many.add_argument("-o", "--output-dir", metavar="DIR", help="convert every input into DIR, keeping relative paths")
     many.add_argument("--in-place", action="store_true", help="convert every input where it is")
-    many.add_argument("-j", "--jobs", type=int, default=None, metavar="N",
-                      help="convert N files at once in separate processes (default: the number of cores)")
-    many.add_argument("--check", action="store_true",
-                      help="write nothing; exit 4 when an input still has a constant the rewrite would convert, "
-                      "naming each such file (a pipeline's guard that every model is float16)")
+    many.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="convert N files at once in separate processes (default: the number of cores)",
+    )
+    many.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 4 when an input still has a constant the rewrite would convert, "
+        "naming each such file (a pipeline's guard that every model is float16)",
+    )
 
     select = parser.add_argument_group("what to convert")
-    select.add_argument("--keep", action="append", default=[], metavar="PATTERN",
-                        help="keep tensors whose name (or a ';'-separated part of it) matches PATTERN "
-                        "(fnmatch, e.g. '*/attention/*') float32; repeatable")
-    select.add_argument("--skip-op", action="append", default=[], metavar="NAME",
-                        help="keep every constant this operator reads float32: a schema name (RESIZE_BILINEAR) "
-                        "or CUSTOM:name; repeatable")
-    select.add_argument("--min-elements", type=int, default=0, metavar="N",
-                        help="keep constants of fewer than N values float32 (default 0: convert all)")
-    select.add_argument("--convert-custom-op-inputs", action="store_true",
-                        help="also convert constants read by custom operators (only for kernels that take any float32 input)")
-    select.add_argument("--lossy", choices=LOSSY_POLICIES, default="keep",
-                        help="constants float16 cannot hold faithfully (beyond +-65504, or cast error above "
-                        "--max-cast-error): keep them float32 (default), convert them as TensorFlow does, or refuse (error)")
-    select.add_argument("--max-cast-error", type=float, default=DEFAULT_MAX_CAST_ERROR, metavar="X",
-                        help=f"relative L2 cast error above which a constant is lossy (default {DEFAULT_MAX_CAST_ERROR:g})")
+    select.add_argument(
+        "--keep",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="keep tensors whose name (or a ';'-separated part of it) matches PATTERN "
+        "(fnmatch, e.g. '*/attention/*') float32; repeatable",
+    )
+    select.add_argument(
+        "--skip-op",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="keep every constant this operator reads float32: a schema name (RESIZE_BILINEAR) "
+        "or CUSTOM:name; repeatable",
+    )
+    select.add_argument(
+        "--min-elements",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep constants of fewer than N values float32 (default 0: convert all)",
+    )
+    select.add_argument(
+        "--convert-custom-op-inputs",
+        action="store_true",
+        help="also convert constants read by custom operators (only for kernels that take any float32 input)",
+    )
+    select.add_argument(
+        "--lossy",
+        choices=LOSSY_POLICIES,
+        default="keep",
+        help="constants float16 cannot hold faithfully (beyond +-65504, or cast error above "
+        "--max-cast-error): keep them float32 (default), convert them as TensorFlow does, or refuse (error)",
+    )
+    select.add_argument(
+        "--max-cast-error",
+        type=float,
+        default=DEFAULT_MAX_CAST_ERROR,
+        metavar="X",
+        help=f"relative L2 cast error above which a constant is lossy (default {DEFAULT_MAX_CAST_ERROR:g})",
+    )
 
     output = parser.add_argument_group("output")
-    output.add_argument("--layout", choices=("auto", "normal", "offset"), default="auto",
-                        help="where buffer data goes: inside the flatbuffer (normal, up to 2 GiB), after it (offset: "
-                        "Buffer.offset/size, as TensorFlow writes large models), or normal whenever it fits (auto, the default)")
-    output.add_argument("--fp16-compute", action="store_true",
-                        help="declare the model fit for float16 arithmetic (reduced_precision_support = fp16accfp16, "
-                        "not TensorFlow's fp16accfp32): XNNPACK then computes in float16 on CPUs with native float16 "
-                        "(ARMv8.2+), faster and less precise")
+    output.add_argument(
+        "--layout",
+        choices=("auto", "normal", "offset"),
+        default="auto",
+        help="where buffer data goes: inside the flatbuffer (normal, up to 2 GiB), after it (offset: "
+        "Buffer.offset/size, as TensorFlow writes large models), or normal whenever it fits (auto, the default)",
+    )
+    output.add_argument(
+        "--fp16-compute",
+        action="store_true",
+        help="declare the model fit for float16 arithmetic (reduced_precision_support = fp16accfp16, "
+        "not TensorFlow's fp16accfp32): XNNPACK then computes in float16 on CPUs with native float16 "
+        "(ARMv8.2+), faster and less precise",
+    )
     output.add_argument("-v", "--verbose", action="store_true", help="one line per converted and per kept tensor")
     output.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
-    output.add_argument("--json", metavar="FILE", help="write the report as JSON to FILE ('-': stdout, and nothing else there); "
-                        "for many inputs, a list with one report per input")
+    output.add_argument(
+        "--json",
+        metavar="FILE",
+        help="write the report as JSON to FILE ('-': stdout, and nothing else there); "
+        "for many inputs, a list with one report per input",
+    )
 
     check = parser.add_argument_group("verification (needs: pip install 'tflite-fp16[verify]')")
-    check.add_argument("--verify", action="store_true",
-                       help="run both models in LiteRT and compare every output before writing; exit 3 (and write "
-                       "nothing) when an output's relative L2 error exceeds --tolerance or new non-finite values appear")
-    check.add_argument("--inputs", metavar="FILE.npz",
-                       help="verify on these arrays (named after the inputs; one extra leading axis = several samples) "
-                       "instead of the probes (N(0,1), zeros, N(0,1) x 1000)")
-    check.add_argument("--tolerance", type=float, default=None, metavar="T",
-                       help=f"largest relative L2 error accepted per output (default {DEFAULT_TOLERANCE:g})")
-    check.add_argument("--probes", action="store_true", default=None,
-                       help="with --inputs: run the three probes too (--auto always does)")
-    check.add_argument("--auto", action="store_true",
-                       help="search the constants to keep float32 so that every output stays within --tolerance on "
-                       "--inputs and the probes (runs the model in LiteRT; the result is verified)")
-    check.add_argument("--save-keep", metavar="FILE", help="with --auto: write the names the search kept float32 to FILE")
-    select.add_argument("--keep-from", metavar="FILE",
-                        help="keep the tensors named in FILE float32 (one name or pattern a line, as --save-keep writes)")
+    check.add_argument(
+        "--verify",
+        action="store_true",
+        help="run both models in LiteRT and compare every output before writing; exit 3 (and write "
+        "nothing) when an output's relative L2 error exceeds --tolerance or new non-finite values appear",
+    )
+    check.add_argument(
+        "--inputs",
+        metavar="FILE.npz",
+        help="verify on these arrays (named after the inputs; one extra leading axis = several samples) "
+        "instead of the probes (N(0,1), zeros, N(0,1) x 1000)",
+    )
+    check.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        metavar="T",
+        help=f"largest relative L2 error accepted per output (default {DEFAULT_TOLERANCE:g})",
+    )
+    check.add_argument(
+        "--probes",
+        action="store_true",
+        default=None,
+        help="with --inputs: run the three probes too (--auto always does)",
+    )
+    check.add_argument(
+        "--auto",
+        action="store_true",
+        help="search the constants to keep float32 so that every output stays within --tolerance on "
+        "--inputs and the probes (runs the model in LiteRT; the result is verified)",
+    )
+    check.add_argument(
+        "--save-keep", metavar="FILE", help="with --auto: write the names the search kept float32 to FILE"
+    )
+    select.add_argument(
+        "--keep-from",
+        metavar="FILE",
+        help="keep the tensors named in FILE float32 (one name or pattern a line, as --save-keep writes)",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -118,11 +203,22 @@ def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Optio
         parser.error("--check writes nothing to verify; drop --verify")
     try:
         return Options(
-            keep=args.keep, skip_ops=args.skip_op, min_elements=args.min_elements,
-            custom_op_inputs=args.convert_custom_op_inputs, lossy=args.lossy, max_cast_error=args.max_cast_error,
-            layout=args.layout, fp16_compute=args.fp16_compute, verify=args.verify, inputs=args.inputs, probes=args.probes,
+            keep=args.keep,
+            skip_ops=args.skip_op,
+            min_elements=args.min_elements,
+            custom_op_inputs=args.convert_custom_op_inputs,
+            lossy=args.lossy,
+            max_cast_error=args.max_cast_error,
+            layout=args.layout,
+            fp16_compute=args.fp16_compute,
+            verify=args.verify,
+            inputs=args.inputs,
+            probes=args.probes,
             tolerance=DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
-            auto=args.auto, keep_from=args.keep_from, save_keep=args.save_keep, progress=not args.quiet,
+            auto=args.auto,
+            keep_from=args.keep_from,
+            save_keep=args.save_keep,
+            progress=not args.quiet,
         )
     except (TypeError, ValueError) as error:
         parser.error(str(error))
@@ -141,7 +237,7 @@ def _emit_json(destination: str, data: Any) -> None:
             handle.write(text)
 
 
-def _error_json(args: argparse.Namespace, error: BaseException, status: int) -> Dict[str, Any]:
+def _error_json(args: argparse.Namespace, error: BaseException, status: int) -> dict[str, Any]:
     from .report import verification_to_dict
 
     return {
@@ -163,7 +259,7 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run the command; return its exit status (0 ok, 1 failure, 2 bad input or usage, 3 verification failed)."""
     try:
         return _main(argv)
@@ -201,7 +297,7 @@ def run() -> None:
     sys.exit(_supervise(argv))
 
 
-def _supervise(argv: List[str]) -> int:
+def _supervise(argv: list[str]) -> int:
     read_end, write_end = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -229,7 +325,7 @@ def _supervise(argv: List[str]) -> int:
     os.close(write_end)
     for number in _TERMINATION:
         signal.signal(number, lambda signum, frame: _forward(child, signum))
-    temporaries: Set[str] = set()
+    temporaries: set[str] = set()
     reader = threading.Thread(target=_collect, args=(read_end, temporaries), daemon=True)
     reader.start()
     _, status = os.waitpid(child, 0)
@@ -244,8 +340,11 @@ def _supervise(argv: List[str]) -> int:
             pass
     name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else f"signal {signum}"
     if signum == getattr(signal, "SIGBUS", None):
-        print("tflite-fp16: error: the input file was truncated or changed while it was being read (SIGBUS); "
-              "no output written", file=sys.stderr)
+        print(
+            "tflite-fp16: error: the input file was truncated or changed while it was being read (SIGBUS); "
+            "no output written",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     print(f"tflite-fp16: error: the conversion was killed by {name}; no output written", file=sys.stderr)
     return 128 + signum
@@ -265,7 +364,7 @@ def _forward(child: int, signum: int) -> None:
         pass
 
 
-def _collect(read_end: int, temporaries: Set[str]) -> None:
+def _collect(read_end: int, temporaries: set[str]) -> None:
     """Keep the set of the child's temporary files up to date from its reports on the pipe."""
     pending = b""
     with os.fdopen(read_end, "rb", buffering=0) as pipe:
@@ -283,7 +382,7 @@ def _collect(read_end: int, temporaries: Set[str]) -> None:
                     temporaries.discard(path)
 
 
-def _main(argv: Optional[List[str]]) -> int:
+def _main(argv: list[str] | None) -> int:
     from .format.paths import pause_for_tests
 
     pause_for_tests("start")
@@ -356,7 +455,10 @@ def _single(args: argparse.Namespace, options: Options) -> int:
             print(report.summary(), file=human)
             if args.verbose:
                 for t in report.widened:
-                    print(f"  widened subgraph {t.subgraph} tensor {t.tensor} {quote(t.name)}: {t.elements} values", file=human)
+                    print(
+                        f"  widened subgraph {t.subgraph} tensor {t.tensor} {quote(t.name)}: {t.elements} values",
+                        file=human,
+                    )
                 for s, t, name, why in report.float16_kept:
                     print(f"  float16 left subgraph {s} tensor {t} {quote(name)}: {why}", file=human)
     else:
@@ -390,8 +492,16 @@ def _batch(args: argparse.Namespace, options: Options, parser: argparse.Argument
             print(f"{quote(result.input)}: {result.report.summary()}", file=human)
 
     try:
-        results = rewrite_many(args.paths, args.output_dir, in_place=args.in_place, jobs=args.jobs, to=args.to,
-                               options=options, progress=not args.quiet and args.json != "-", on_result=on_result)
+        results = rewrite_many(
+            args.paths,
+            args.output_dir,
+            in_place=args.in_place,
+            jobs=args.jobs,
+            to=args.to,
+            options=options,
+            progress=not args.quiet and args.json != "-",
+            on_result=on_result,
+        )
     except ValueError as error:
         parser.error(str(error))
     if not args.quiet:
@@ -402,7 +512,7 @@ def _batch(args: argparse.Namespace, options: Options, parser: argparse.Argument
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILURE
 
 
-def _batch_table(results: List[Any]) -> List[str]:
+def _batch_table(results: list[Any]) -> list[str]:
     counts = {status: sum(1 for r in results if r.status == status) for status in ("converted", "unchanged", "failed")}
     done = [r for r in results if r.ok]
     before = sum(r.report.size_before for r in done)
@@ -428,7 +538,10 @@ def _check(args: argparse.Namespace, options: Options) -> int:
         elif result.would_convert and not args.quiet:
             names = ", ".join(quote(n, 60) for n in result.would_convert[:3])
             more = f" and {len(result.would_convert) - 3} more" if len(result.would_convert) > 3 else ""
-            print(f"{quote(result.input)}: {len(result.would_convert)} tensors would convert to float16: {names}{more}", file=human)
+            print(
+                f"{quote(result.input)}: {len(result.would_convert)} tensors would convert to float16: {names}{more}",
+                file=human,
+            )
     found = sum(1 for r in results if r.would_convert)
     failed = sum(1 for r in results if r.error is not None)
     if not args.quiet:
@@ -440,7 +553,7 @@ def _check(args: argparse.Namespace, options: Options) -> int:
     return EXIT_BAD_INPUT if failed else EXIT_OK
 
 
-def _inspect(argv: List[str]) -> int:
+def _inspect(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="tflite-fp16 inspect", description="What is in a .tflite file, at a glance.")
     parser.add_argument("model", help=".tflite file")
     parser.add_argument("--json", action="store_true", help="print everything as JSON (documented in the README)")
@@ -464,7 +577,7 @@ def _inspect(argv: List[str]) -> int:
     return EXIT_OK
 
 
-def _failures(verification: Any) -> List[str]:
+def _failures(verification: Any) -> list[str]:
     lines = verification.lines()
     failing = [line for line in lines if "FAIL" in line[:8]]
     shown = failing[:5]

@@ -5,9 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "RewriteError", "InvalidModelError", "UnsupportedModelError", "LossyModelError",
-    "VerificationError", "MissingDependencyError", "InvalidInputsError", "InputNotFoundError", "InputChangedError",
+    "InputChangedError",
+    "InputNotFoundError",
+    "InvalidInputsError",
+    "InvalidModelError",
+    "LossyModelError",
+    "MissingDependencyError",
     "OutputError",
+    "RewriteError",
+    "UnsupportedModelError",
+    "VerificationError",
 ]
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Tuple, Union
+from typing import Any, Union
 
 from .keepfile import read_keep_file
 
@@ -29,7 +30,7 @@ DEFAULT_TOLERANCE = 1e-2
 Inputs = Union[None, str, "os.PathLike[str]", Mapping[str, Any]]
 
 
-def _strings(name: str, value: Any) -> Tuple[str, ...]:
+def _strings(name: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{name} takes a sequence of strings, not one string: {name}=[{value!r}]")
     items = tuple(value)
@@ -82,8 +83,8 @@ class Options:
     ('*bias*',)
     """
 
-    keep: Tuple[str, ...] = ()
-    skip_ops: Tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()
+    skip_ops: tuple[str, ...] = ()
     min_elements: int = 0
     custom_op_inputs: bool = False
     lossy: str = "keep"
@@ -93,10 +94,10 @@ class Options:
     verify: bool = False
     inputs: Inputs = field(default=None, compare=False)
     tolerance: float = DEFAULT_TOLERANCE
-    probes: Optional[bool] = None
+    probes: bool | None = None
     auto: bool = False
-    keep_from: Optional[str] = None
-    save_keep: Optional[str] = None
+    keep_from: str | None = None
+    save_keep: str | None = None
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -115,12 +116,16 @@ class Options:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
         for name in ("max_cast_error", "tolerance"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (math.isfinite(value) and value >= 0)
+            ):
                 raise ValueError(f"{name} must be a finite number >= 0, not {value!r}")
             set_(self, name, float(value))
 
     @classmethod
-    def resolve(cls, options: Optional["Options"] = None, **overrides: Any) -> "Options":
+    def resolve(cls, options: Options | None = None, **overrides: Any) -> Options:
         """``options`` (or the defaults) with ``overrides`` applied; unknown names are a TypeError.
 
         >>> Options.resolve(None, min_elements=16).min_elements
@@ -141,9 +146,11 @@ def _normalise_op(name: str) -> str:
     from .format.model import BUILTIN_OPS  # the schema record; imported here to keep the command's start light
 
     if name.upper().startswith("CUSTOM:"):
-        custom = name[len("CUSTOM:"):]
+        custom = name[len("CUSTOM:") :]
         if not custom:
-            raise ValueError("skip_ops: 'CUSTOM:' needs the custom operator's name, e.g. 'CUSTOM:TFLite_Detection_PostProcess'")
+            raise ValueError(
+                "skip_ops: 'CUSTOM:' needs the custom operator's name, e.g. 'CUSTOM:TFLite_Detection_PostProcess'"
+            )
         return "CUSTOM:" + custom
     upper = name.upper()
     if upper not in BUILTIN_OPS or upper == "CUSTOM":

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional, Union
 
 from .conversion.cast import CastStats, Float16Cast, measure
 from .conversion.edit import apply_plan
@@ -36,12 +35,19 @@ from .verification import Verifier, VerifyReport
 from .work import gc_paused, thread_pool
 
 __all__ = [
-    "BytesJob", "Committed", "FileJob", "build", "convert_bytes", "convert_file", "float16_casts", "make_verifier",
+    "BytesJob",
+    "Committed",
+    "FileJob",
+    "build",
+    "convert_bytes",
+    "convert_file",
+    "float16_casts",
+    "make_verifier",
     "plan_of_file",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
-BytesLike = Union[bytes, bytearray, memoryview]
+PathLike = str | os.PathLike[str]
+BytesLike = bytes | bytearray | memoryview
 
 
 @dataclass(frozen=True)
@@ -51,8 +57,8 @@ class Committed:
 
     size_before: int
     size_after: int
-    layout: Optional[str]
-    verification: Optional[VerifyReport]
+    layout: str | None
+    verification: VerifyReport | None
 
 
 class FileJob:
@@ -63,12 +69,12 @@ class FileJob:
     once the input is unchanged and ``verifier`` (if any) accepts the output.
     """
 
-    def __init__(self, path_in: PathLike, path_out: Optional[PathLike]) -> None:
+    def __init__(self, path_in: PathLike, path_out: PathLike | None) -> None:
         self.path_in = existing_input(path_in)
         self.path_out = path_out
-        self.target: Optional[OutputTarget] = check_output(path_out) if path_out is not None else None
+        self.target: OutputTarget | None = check_output(path_out) if path_out is not None else None
         self.identity = file_identity(self.path_in)
-        self.verification: Optional[VerifyReport] = None
+        self.verification: VerifyReport | None = None
 
     @property
     def size_before(self) -> int:
@@ -80,7 +86,7 @@ class FileJob:
         with gc_paused(), open_model(self.path_in) as model:
             yield model
 
-    def commit(self, model: Optional[TFLiteModel], layout: str, verifier: Optional[Verifier] = None) -> Committed:
+    def commit(self, model: TFLiteModel | None, layout: str, verifier: Verifier | None = None) -> Committed:
         """Write ``model`` (None: the input's bytes) to the output, checked before it replaces anything."""
         assert self.target is not None, "a dry run commits nothing"
 
@@ -107,14 +113,16 @@ class BytesJob:
 
     def __init__(self, data: BytesLike) -> None:
         self.view = memoryview(data).cast("B")
-        self.verification: Optional[VerifyReport] = None
+        self.verification: VerifyReport | None = None
 
     @contextmanager
     def model(self) -> Iterator[TFLiteModel]:
         with gc_paused():
             yield parse_model(self.view)
 
-    def commit(self, model: Optional[TFLiteModel], layout: str, verifier: Optional[Verifier] = None) -> tuple[bytes, Committed]:
+    def commit(
+        self, model: TFLiteModel | None, layout: str, verifier: Verifier | None = None
+    ) -> tuple[bytes, Committed]:
         """The output's bytes (the input's, given None), accepted by ``verifier`` if any."""
         if model is None:
             output, chosen = bytes(self.view), None
@@ -132,7 +140,7 @@ def judged(report: VerifyReport) -> VerifyReport:
     return report
 
 
-def make_verifier(original: Union[str, bytes], options: Options) -> Optional[Verifier]:
+def make_verifier(original: str | bytes, options: Options) -> Verifier | None:
     """A verifier holding the original's outputs (None without ``options.verify``), made before
     converting so that a missing LiteRT or unusable inputs fail fast."""
     if not options.verify:
@@ -154,7 +162,9 @@ def float16_casts(model: TFLiteModel, plan: Plan) -> dict[int, Float16Cast]:
     return casts
 
 
-def build(model: TFLiteModel, plan: Plan, casts: Optional[dict[int, Float16Cast]] = None) -> tuple[TFLiteModel, dict[int, Float16Cast], int]:
+def build(
+    model: TFLiteModel, plan: Plan, casts: dict[int, Float16Cast] | None = None
+) -> tuple[TFLiteModel, dict[int, Float16Cast], int]:
     """The converted model (its float16 data cast as it is written), the casts by buffer, and the
     number of DEQUANTIZE ops added. ``casts`` (from :func:`float16_casts`) may be reused."""
     casts = casts if casts is not None else float16_casts(model, plan)
@@ -166,7 +176,9 @@ def _added_operators(before: TFLiteModel, after: TFLiteModel) -> int:
     """Operators the edit added (it adds only DEQUANTIZE ops). Each comes with a new tensor:
     when the input's tables plus those already pass LiteRT's limit, the output is refused
     now, before it is laid out (the writer makes the exact check)."""
-    added = sum(len(s.tables("operators")) for s in after.subgraphs) - sum(len(s.tables("operators")) for s in before.subgraphs)
+    added = sum(len(s.tables("operators")) for s in after.subgraphs) - sum(
+        len(s.tables("operators")) for s in before.subgraphs
+    )
     check_table_limit(before.tables + 2 * added, at_least=True)
     return added
 
@@ -188,7 +200,7 @@ def plan_of_file(path_in: PathLike, options: Options) -> Plan:
         return make_plan(model, options, executor)
 
 
-def convert_file(path_in: PathLike, path_out: Optional[PathLike], options: Options) -> Report:
+def convert_file(path_in: PathLike, path_out: PathLike | None, options: Options) -> Report:
     """The float16 conversion of the model at ``path_in`` written to ``path_out`` (None: a dry
     run), verified before it is committed when ``options.verify``."""
     start = time.perf_counter()
@@ -198,8 +210,18 @@ def convert_file(path_in: PathLike, path_out: Optional[PathLike], options: Optio
         plan = make_plan(model, options, executor)
         if path_out is None:
             stats, added = _dry_run(model, plan, executor)
-            return Report(os.fspath(job.path_in), None, job.size_before, None, None, plan, options, stats, added,
-                          time.perf_counter() - start)
+            return Report(
+                os.fspath(job.path_in),
+                None,
+                job.size_before,
+                None,
+                None,
+                plan,
+                options,
+                stats,
+                added,
+                time.perf_counter() - start,
+            )
         casts: dict[int, Float16Cast] = {}
         converted, added = None, 0
         if plan.conversions:
@@ -208,8 +230,19 @@ def convert_file(path_in: PathLike, path_out: Optional[PathLike], options: Optio
         del converted
         stats = _stats(casts)
         del model, casts
-    return Report(os.fspath(job.path_in), os.fspath(path_out), committed.size_before, committed.size_after,
-                  committed.layout, plan, options, stats, added, time.perf_counter() - start, committed.verification)
+    return Report(
+        os.fspath(job.path_in),
+        os.fspath(path_out),
+        committed.size_before,
+        committed.size_after,
+        committed.layout,
+        plan,
+        options,
+        stats,
+        added,
+        time.perf_counter() - start,
+        committed.verification,
+    )
 
 
 def convert_bytes(data: BytesLike, options: Options) -> tuple[bytes, Report]:
@@ -224,6 +257,17 @@ def convert_bytes(data: BytesLike, options: Options) -> tuple[bytes, Report]:
         if plan.conversions:
             converted, casts, added = build(model, plan)
         output, committed = job.commit(converted, options.layout, verifier)
-    report = Report("<bytes>", "<bytes>", committed.size_before, committed.size_after, committed.layout, plan, options,
-                    _stats(casts), added, time.perf_counter() - start, committed.verification)
+    report = Report(
+        "<bytes>",
+        "<bytes>",
+        committed.size_before,
+        committed.size_after,
+        committed.layout,
+        plan,
+        options,
+        _stats(casts),
+        added,
+        time.perf_counter() - start,
+        committed.verification,
+    )
     return output, report

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Protocol, Tuple
+from typing import Any, NamedTuple, Protocol
 
 from .conversion.cast import CastStats
 from .conversion.plan import KeptTensor, Plan
@@ -22,7 +23,13 @@ from .verification import VerifyReport
 from .version import __version__
 
 __all__ = [
-    "NOTABLE_LINES", "ConvertedTensor", "Report", "SearchOutcome", "dumps", "render_text", "report_to_dict",
+    "NOTABLE_LINES",
+    "ConvertedTensor",
+    "Report",
+    "SearchOutcome",
+    "dumps",
+    "render_text",
+    "report_to_dict",
     "verification_to_dict",
 ]
 
@@ -34,7 +41,7 @@ class SearchOutcome(Protocol):
 
     def summary(self) -> str: ...
 
-    def to_dict(self) -> Dict[str, Any]: ...
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 class ConvertedTensor(NamedTuple):
@@ -43,7 +50,7 @@ class ConvertedTensor(NamedTuple):
     subgraph: int
     tensor: int
     name: str
-    shape: Tuple[int, ...]
+    shape: tuple[int, ...]
     elements: int
     buffer: int  # the input's buffer index
     saturated: int  # values beyond +-65504, now +-65504
@@ -59,17 +66,17 @@ class Report:
     """What :func:`rewrite` did (or, for a dry run, would do), tensor by tensor."""
 
     input: str
-    output: Optional[str]  # None for a dry run
+    output: str | None  # None for a dry run
     size_before: int
-    size_after: Optional[int]  # None for a dry run
-    layout: Optional[str]  # "normal" or "offset" (buffer data after the flatbuffer); None for a dry run
+    size_after: int | None  # None for a dry run
+    layout: str | None  # "normal" or "offset" (buffer data after the flatbuffer); None for a dry run
     plan: Plan
     options: Options
     cast_stats: Mapping[int, CastStats] = field(default_factory=dict, repr=False)  # by input buffer index
     dequantize_ops_added: int = 0
     seconds: float = 0.0
-    verification: Optional[VerifyReport] = None  # when options.verify
-    search: Optional[SearchOutcome] = None  # the tolerance search's result, when options.auto
+    verification: VerifyReport | None = None  # when options.verify
+    search: SearchOutcome | None = None  # the tolerance search's result, when options.auto
 
     @property
     def dry_run(self) -> bool:
@@ -85,7 +92,7 @@ class Report:
         return len(self.plan.tensors)
 
     @cached_property
-    def converted(self) -> Tuple[ConvertedTensor, ...]:
+    def converted(self) -> tuple[ConvertedTensor, ...]:
         """Every tensor that became FLOAT16, in (subgraph, tensor) order."""
         entries = []
         for conversion in self.plan.conversions:
@@ -93,9 +100,17 @@ class Report:
             for ref in conversion.tensors:
                 entries.append(
                     ConvertedTensor(
-                        ref.subgraph, ref.tensor, ref.name, ref.shape, conversion.elements, conversion.buffer,
-                        stats.saturated if stats else 0, bool(stats and stats.infinities), stats.flushed if stats else 0,
-                        stats.max_abs_error if stats else math.nan, stats.rel_l2_error if stats else math.nan,
+                        ref.subgraph,
+                        ref.tensor,
+                        ref.name,
+                        ref.shape,
+                        conversion.elements,
+                        conversion.buffer,
+                        stats.saturated if stats else 0,
+                        bool(stats and stats.infinities),
+                        stats.flushed if stats else 0,
+                        stats.max_abs_error if stats else math.nan,
+                        stats.rel_l2_error if stats else math.nan,
                         conversion.lossy,
                     )
                 )
@@ -103,7 +118,7 @@ class Report:
         return tuple(entries)
 
     @property
-    def kept(self) -> Tuple[KeptTensor, ...]:
+    def kept(self) -> tuple[KeptTensor, ...]:
         """Every FLOAT32 constant that stays FLOAT32, with its reason."""
         return self.plan.kept
 
@@ -116,14 +131,14 @@ class Report:
         return sum(s.flushed for s in self.cast_stats.values())
 
     @property
-    def min_runtime_version(self) -> Tuple[Optional[str], Optional[str]]:
+    def min_runtime_version(self) -> tuple[str | None, str | None]:
         """(before, after) of the min_runtime_version metadata (None when the model has none)."""
         before = self.plan.runtime_version
         raised = self.plan.min_runtime_version
         return before, (raised[1] if raised and not self.dry_run and self.plan.conversions else before)
 
     @property
-    def warnings(self) -> Tuple[str, ...]:
+    def warnings(self) -> tuple[str, ...]:
         """Options that matched nothing, and every lossy tensor converted anyway."""
         lossy = tuple(
             f"lossy constant converted: subgraph {t.subgraph} tensor {t.tensor} {quote(t.name)}: {c.lossy}"
@@ -160,12 +175,12 @@ class Report:
             line += f"; {self.flushed} tiny values became 0"
         return line
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data (documented in the README)."""
         return report_to_dict(self)
 
 
-def _converted(entry: ConvertedTensor) -> Dict[str, Any]:
+def _converted(entry: ConvertedTensor) -> dict[str, Any]:
     return {
         "subgraph": entry.subgraph,
         "tensor": entry.tensor,
@@ -181,7 +196,7 @@ def _converted(entry: ConvertedTensor) -> Dict[str, Any]:
     }
 
 
-def _kept(entry: KeptTensor) -> Dict[str, Any]:
+def _kept(entry: KeptTensor) -> dict[str, Any]:
     return {
         "subgraph": entry.tensor.subgraph,
         "tensor": entry.tensor.tensor,
@@ -193,7 +208,7 @@ def _kept(entry: KeptTensor) -> Dict[str, Any]:
     }
 
 
-def verification_to_dict(verification: Optional[VerifyReport]) -> Optional[Dict[str, Any]]:
+def verification_to_dict(verification: VerifyReport | None) -> dict[str, Any] | None:
     if verification is None:
         return None
     return {
@@ -219,11 +234,11 @@ def verification_to_dict(verification: Optional[VerifyReport]) -> Optional[Dict[
     }
 
 
-def report_to_dict(report: Report) -> Dict[str, Any]:
+def report_to_dict(report: Report) -> dict[str, Any]:
     """Every field of the JSON report (see the README's "JSON report" section)."""
     options = report.options
     before, after = report.min_runtime_version
-    data: Dict[str, Any] = {
+    data: dict[str, Any] = {
         "tool": "tflite-fp16",
         "version": __version__,
         "input": report.input,
@@ -293,10 +308,12 @@ def converted_line(entry: ConvertedTensor) -> str:
 
 def kept_line(entry: KeptTensor) -> str:
     ref = entry.tensor
-    return f"  kept float32 subgraph {ref.subgraph} tensor {ref.tensor} {quote(ref.name)} ({entry.reason}): {entry.detail}"
+    return (
+        f"  kept float32 subgraph {ref.subgraph} tensor {ref.tensor} {quote(ref.name)} ({entry.reason}): {entry.detail}"
+    )
 
 
-def render_text(report: Report, verbosity: int = 0) -> Tuple[List[str], List[str]]:
+def render_text(report: Report, verbosity: int = 0) -> tuple[list[str], list[str]]:
     """(lines for stdout, warning lines for stderr). ``verbosity``: -1 quiet, 0 default, 1 every tensor."""
     if verbosity < 0:
         return [], []
@@ -310,7 +327,9 @@ def render_text(report: Report, verbosity: int = 0) -> Tuple[List[str], List[str
             notable = [k for k in report.kept if k.reason == reason]
             out.extend(kept_line(k) for k in notable[:NOTABLE_LINES])
             if len(notable) > NOTABLE_LINES:
-                out.append(f"  and {len(notable) - NOTABLE_LINES} more kept float32 as {reason} (-v lists every tensor)")
+                out.append(
+                    f"  and {len(notable) - NOTABLE_LINES} more kept float32 as {reason} (-v lists every tensor)"
+                )
     if report.search is not None:
         out.append(report.search.summary())
     if report.verification is not None:

@@ -4,7 +4,6 @@ terminal, and numbers as JSON can hold them."""
 from __future__ import annotations
 
 import math
-from typing import Union
 
 __all__ = ["json_number", "quote"]
 
@@ -39,7 +38,7 @@ def quote(name: str, limit: int = 200) -> str:
     return "'" + "".join(out) + "'"
 
 
-def json_number(value: float) -> Union[float, str]:
+def json_number(value: float) -> float | str:
     """A float as JSON can hold it: non-finite values become the strings ``"inf"``, ``"-inf"``, ``"nan"``."""
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")

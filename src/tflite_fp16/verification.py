@@ -24,9 +24,10 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -34,7 +35,7 @@ from .errors import InvalidInputsError, MissingDependencyError, UnsupportedModel
 from .options import DEFAULT_TOLERANCE
 from .text import quote
 
-__all__ = ["verify", "Verifier", "VerifyReport", "OutputComparison", "load_inputs", "PROBES", "INSTALL_HINT"]
+__all__ = ["INSTALL_HINT", "PROBES", "OutputComparison", "Verifier", "VerifyReport", "load_inputs", "verify"]
 
 PROBES = ("normal", "zeros", "large")
 LARGE_SCALE = 1000.0
@@ -69,17 +70,17 @@ class OutputComparison:
 class VerifyReport:
     """Every output of every signature on every sample, compared."""
 
-    comparisons: Tuple[OutputComparison, ...]
+    comparisons: tuple[OutputComparison, ...]
     tolerance: float
-    samples: Tuple[str, ...]
-    notes: Tuple[str, ...] = ()
+    samples: tuple[str, ...]
+    notes: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
         return all(c.passes(self.tolerance) for c in self.comparisons)
 
     @property
-    def failures(self) -> Tuple[OutputComparison, ...]:
+    def failures(self) -> tuple[OutputComparison, ...]:
         return tuple(c for c in self.comparisons if not c.passes(self.tolerance))
 
     @property
@@ -87,7 +88,7 @@ class VerifyReport:
         return max((c.rel_l2_error for c in self.comparisons), default=0.0)
 
     @property
-    def worst(self) -> Optional[OutputComparison]:
+    def worst(self) -> OutputComparison | None:
         return max(self.comparisons, key=lambda c: (c.new_nonfinite > 0, c.rel_l2_error), default=None)
 
     def summary(self) -> str:
@@ -106,7 +107,7 @@ class VerifyReport:
             text += f", {nonfinite} new non-finite values"
         return text
 
-    def lines(self) -> List[str]:
+    def lines(self) -> list[str]:
         """One line per output and sample."""
         out = []
         for c in self.comparisons:
@@ -132,7 +133,7 @@ def _litert() -> Any:
 class _Runner:
     """One signature (or the main subgraph of a model without signatures) of one interpreter."""
 
-    def __init__(self, interpreter: Any, key: Optional[str]) -> None:
+    def __init__(self, interpreter: Any, key: str | None) -> None:
         self.interpreter = interpreter
         self.key = key
         if key is not None:
@@ -143,14 +144,14 @@ class _Runner:
             self.runner = None
             details = {d["name"]: d for d in interpreter.get_input_details()}
             self.outputs = [d["name"] for d in interpreter.get_output_details()]
-        self.inputs: Dict[str, Tuple[Tuple[int, ...], Any]] = {}
+        self.inputs: dict[str, tuple[tuple[int, ...], Any]] = {}
         for name, detail in details.items():
             signature = tuple(int(d) for d in detail["shape_signature"])
             shape = signature if len(signature) else tuple(int(d) for d in detail["shape"])
             self.inputs[name] = (shape, np.dtype(detail["dtype"]))
         self._indices = {d["name"]: d["index"] for d in interpreter.get_input_details()} if key is None else {}
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.runner is not None:
             result = self.runner(**feeds)
             return {name: np.array(result[name]) for name in self.outputs}
@@ -165,11 +166,11 @@ class _Runner:
 
 
 @contextmanager
-def _native_stderr_captured() -> Iterator[List[str]]:
+def _native_stderr_captured() -> Iterator[list[str]]:
     """Capture what LiteRT's C++ code writes to file descriptor 2 (its INFO line about the
     XNNPACK delegate, and its error details), so the command's stderr stays one line per
     message. The captured lines are returned, to be put into an error message."""
-    lines: List[str] = []
+    lines: list[str] = []
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -209,9 +210,9 @@ def _interpreter(model: ModelSource, resolver: str = "AUTO") -> Any:
             raise type(error)(f"{error}{' (' + detail + ')' if detail else ''}") from None
 
 
-def _first_interpreter(model: ModelSource, notes: List[str]) -> Tuple[Any, str]:
+def _first_interpreter(model: ModelSource, notes: list[str]) -> tuple[Any, str]:
     """The interpreter of the first resolver that loads ``model``, and that resolver."""
-    failure: Optional[BaseException] = None
+    failure: BaseException | None = None
     for resolver in RESOLVERS:
         try:
             interpreter = _interpreter(model, resolver)
@@ -219,17 +220,19 @@ def _first_interpreter(model: ModelSource, notes: List[str]) -> Tuple[Any, str]:
             failure = failure or error
             continue
         if resolver != RESOLVERS[0]:
-            notes.append(f"XNNPACK cannot prepare the model ({_one_line(failure)}); both models ran on LiteRT's builtin kernels")  # type: ignore[arg-type]
+            notes.append(
+                f"XNNPACK cannot prepare the model ({_one_line(failure)}); both models ran on LiteRT's builtin kernels"
+            )  # type: ignore[arg-type]
         return interpreter, resolver
     raise failure  # type: ignore[misc]
 
 
-def _runners(interpreter: Any) -> List[_Runner]:
+def _runners(interpreter: Any) -> list[_Runner]:
     keys = sorted(interpreter.get_signature_list())
     return [_Runner(interpreter, key) for key in keys] if keys else [_Runner(interpreter, None)]
 
 
-def load_inputs(source: Inputs) -> Dict[str, np.ndarray]:
+def load_inputs(source: Inputs) -> dict[str, np.ndarray]:
     """Arrays by name from an ``.npz`` path or a mapping (checked to be arrays)."""
     if source is None:
         return {}
@@ -239,7 +242,9 @@ def load_inputs(source: Inputs) -> Dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             if not hasattr(archive, "files"):
-                raise InvalidInputsError(f"{quote(path)} is a single array, not an .npz archive of named arrays (np.savez)")
+                raise InvalidInputsError(
+                    f"{quote(path)} is a single array, not an .npz archive of named arrays (np.savez)"
+                )
             return {name: archive[name] for name in archive.files}
     except FileNotFoundError:
         raise InvalidInputsError(f"inputs file {quote(path)}: no such file") from None
@@ -260,19 +265,23 @@ def _probe(kind: str, shape: Sequence[int], dtype: np.dtype, rng: np.random.Gene
     return rng.integers(0, 16, shape).astype(dtype)
 
 
-Sample = Tuple[str, Dict[str, np.ndarray]]
+Sample = tuple[str, dict[str, np.ndarray]]
 
 
-def _samples_for(runner: _Runner, arrays: Mapping[str, np.ndarray], probes: bool, seed: int, notes: List[str]) -> List[Sample]:
+def _samples_for(
+    runner: _Runner, arrays: Mapping[str, np.ndarray], probes: bool, seed: int, notes: list[str]
+) -> list[Sample]:
     """The (sample name, feeds) this signature runs on."""
     where = f"signature {quote(runner.key)}" if runner.key is not None else "the model"
-    samples: List[Sample] = []
+    samples: list[Sample] = []
     if arrays:
         samples.extend(_given_samples(runner, arrays, where))
     if probes:
         dynamic = {name: shape for name, (shape, _) in runner.inputs.items() if any(d < 0 for d in shape)}
         for name, shape in sorted(dynamic.items()):
-            notes.append(f"input {quote(name)} of {where} has dynamic dimensions {list(shape)}: the probes set them to 1")
+            notes.append(
+                f"input {quote(name)} of {where} has dynamic dimensions {list(shape)}: the probes set them to 1"
+            )
         rng = np.random.default_rng(seed)
         for kind in PROBES:
             feeds = {}
@@ -282,8 +291,8 @@ def _samples_for(runner: _Runner, arrays: Mapping[str, np.ndarray], probes: bool
     return samples
 
 
-def _given_samples(runner: _Runner, arrays: Mapping[str, np.ndarray], where: str) -> List[Sample]:
-    per_input: Dict[str, np.ndarray] = {}
+def _given_samples(runner: _Runner, arrays: Mapping[str, np.ndarray], where: str) -> list[Sample]:
+    per_input: dict[str, np.ndarray] = {}
     missing = []
     for name in sorted(runner.inputs):
         keyed = f"{runner.key}/{name}" if runner.key is not None else None
@@ -299,7 +308,7 @@ def _given_samples(runner: _Runner, arrays: Mapping[str, np.ndarray], where: str
             f"name the arrays after the inputs ({', '.join(quote(n) for n in sorted(runner.inputs))})"
         )
     counts = {}
-    stacked: Dict[str, np.ndarray] = {}
+    stacked: dict[str, np.ndarray] = {}
     for name, array in per_input.items():
         shape, dtype = runner.inputs[name]
         if array.ndim == len(shape):
@@ -317,7 +326,9 @@ def _given_samples(runner: _Runner, arrays: Mapping[str, np.ndarray], where: str
                 )
         if array.dtype != dtype:
             if not np.can_cast(array.dtype, dtype, casting="same_kind"):
-                raise InvalidInputsError(f"array {quote(name)} is {array.dtype}, but input {quote(name)} of {where} takes {dtype}")
+                raise InvalidInputsError(
+                    f"array {quote(name)} is {array.dtype}, but input {quote(name)} of {where} takes {dtype}"
+                )
             array = array.astype(dtype)
         stacked[name] = array
         counts[name] = array.shape[0]
@@ -329,10 +340,13 @@ def _given_samples(runner: _Runner, arrays: Mapping[str, np.ndarray], where: str
     n = sizes.pop() if sizes else 1
     if not stacked:
         return [("inputs", {})]
-    return [(f"inputs[{i}]" if n > 1 else "inputs", {name: np.ascontiguousarray(a[i]) for name, a in stacked.items()}) for i in range(n)]
+    return [
+        (f"inputs[{i}]" if n > 1 else "inputs", {name: np.ascontiguousarray(a[i]) for name, a in stacked.items()})
+        for i in range(n)
+    ]
 
 
-def compare_outputs(reference: np.ndarray, other: np.ndarray) -> Tuple[float, float, float, int]:
+def compare_outputs(reference: np.ndarray, other: np.ndarray) -> tuple[float, float, float, int]:
     """(max abs error, relative L2 error, cosine, new non-finite values) of ``other`` against ``reference``.
 
     Errors are taken over the positions finite in both; an all-zero reference
@@ -365,19 +379,28 @@ class Verifier:
     """The original model's outputs on a set of samples, computed once, against which
     any number of converted models can be checked (:meth:`check`)."""
 
-    def __init__(self, original: ModelSource, inputs: Inputs = None, *, probes: Optional[bool] = None,
-                 tolerance: float = DEFAULT_TOLERANCE, seed: int = 0) -> None:
+    def __init__(
+        self,
+        original: ModelSource,
+        inputs: Inputs = None,
+        *,
+        probes: bool | None = None,
+        tolerance: float = DEFAULT_TOLERANCE,
+        seed: int = 0,
+    ) -> None:
         arrays = load_inputs(inputs)
         if probes is None:
             probes = not arrays
         self.tolerance = tolerance
-        notes: List[str] = []
+        notes: list[str] = []
         try:
             interpreter, self.resolver = _first_interpreter(original, notes)
             runners = _runners(interpreter)
         except (ValueError, RuntimeError) as error:
-            raise UnsupportedModelError(f"LiteRT cannot load the original model, so it cannot be verified: {_one_line(error)}") from None
-        self.plan: List[Tuple[Optional[str], List[Sample], List[Dict[str, np.ndarray]]]] = []
+            raise UnsupportedModelError(
+                f"LiteRT cannot load the original model, so it cannot be verified: {_one_line(error)}"
+            ) from None
+        self.plan: list[tuple[str | None, list[Sample], list[dict[str, np.ndarray]]]] = []
         used = set()
         for runner in runners:
             samples = _samples_for(runner, arrays, probes, seed, notes)
@@ -387,7 +410,9 @@ class Verifier:
             try:
                 outputs = [runner.run(feeds) for _, feeds in samples]
             except (ValueError, RuntimeError) as error:
-                raise UnsupportedModelError(f"LiteRT cannot run the original model, so it cannot be verified: {_one_line(error)}") from None
+                raise UnsupportedModelError(
+                    f"LiteRT cannot run the original model, so it cannot be verified: {_one_line(error)}"
+                ) from None
             self.plan.append((runner.key, samples, outputs))
         for name in sorted(set(arrays) - used):
             notes.append(f"array {quote(name)} of the inputs matches no input and was not used")
@@ -410,11 +435,17 @@ class Verifier:
                 try:
                     outputs = runner.run(feeds)
                 except (ValueError, RuntimeError) as error:
-                    raise VerificationError(f"LiteRT cannot run the converted model on {sample}: {_one_line(error)}", None) from None
+                    raise VerificationError(
+                        f"LiteRT cannot run the converted model on {sample}: {_one_line(error)}", None
+                    ) from None
                 for name in sorted(reference):
-                    max_abs, rel, cosine, new_nonfinite = compare_outputs(reference[name], outputs.get(name, np.empty(0)))
+                    max_abs, rel, cosine, new_nonfinite = compare_outputs(
+                        reference[name], outputs.get(name, np.empty(0))
+                    )
                     comparisons.append(
-                        OutputComparison(key or "", name, sample, int(np.size(reference[name])), max_abs, rel, cosine, new_nonfinite)
+                        OutputComparison(
+                            key or "", name, sample, int(np.size(reference[name])), max_abs, rel, cosine, new_nonfinite
+                        )
                     )
         return VerifyReport(tuple(comparisons), self.tolerance, self.samples, self.notes)
 
@@ -423,8 +454,15 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def verify(original: ModelSource, converted: ModelSource, inputs: Inputs = None, *, tolerance: float = DEFAULT_TOLERANCE,
-           probes: Optional[bool] = None, seed: int = 0) -> VerifyReport:
+def verify(
+    original: ModelSource,
+    converted: ModelSource,
+    inputs: Inputs = None,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    probes: bool | None = None,
+    seed: int = 0,
+) -> VerifyReport:
     """Run ``original`` and ``converted`` (paths or bytes) in LiteRT, every signature, and compare
     their outputs.
 

@@ -26,14 +26,25 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
 __all__ = [
-    "ValueStats", "CastStats", "CastResult", "Float16Cast", "value_stats", "cast_to_float16", "cast_statistics",
-    "cast_batch", "measure", "FLOAT16_MAX", "FLOAT16_MIN_NORMAL", "FLUSH_LIMIT",
+    "FLOAT16_MAX",
+    "FLOAT16_MIN_NORMAL",
+    "FLUSH_LIMIT",
+    "CastResult",
+    "CastStats",
+    "Float16Cast",
+    "ValueStats",
+    "cast_batch",
+    "cast_statistics",
+    "cast_to_float16",
+    "measure",
+    "value_stats",
 ]
 
 FLOAT16_MAX = 65504.0
@@ -93,7 +104,11 @@ class ValueStats(NamedTuple):
     @property
     def narrow(self) -> bool:
         """Squares and their sums are exact enough in float32 (no underflow, no overflow)."""
-        return self.finite and self.max_magnitude <= _NARROW_MAX and (self.min_nonzero >= _NARROW_MIN or self.min_nonzero == math.inf)
+        return (
+            self.finite
+            and self.max_magnitude <= _NARROW_MAX
+            and (self.min_nonzero >= _NARROW_MIN or self.min_nonzero == math.inf)
+        )
 
     def error_bound(self) -> float:
         """An upper bound of the cast's relative L2 error (inf when values saturate).
@@ -134,14 +149,18 @@ class CastStats(NamedTuple):
             return math.sqrt(self.squared_error / self.sum_squares)
         return 0.0 if self.squared_error == 0 else math.inf
 
-    def merge(self, other: "CastStats") -> "CastStats":
+    def merge(self, other: CastStats) -> CastStats:
         return CastStats(
-            self.elements + other.elements, self.saturated + other.saturated, self.infinities + other.infinities,
-            self.flushed + other.flushed, max(self.max_abs_error, other.max_abs_error),
-            self.squared_error + other.squared_error, self.sum_squares + other.sum_squares,
+            self.elements + other.elements,
+            self.saturated + other.saturated,
+            self.infinities + other.infinities,
+            self.flushed + other.flushed,
+            max(self.max_abs_error, other.max_abs_error),
+            self.squared_error + other.squared_error,
+            self.sum_squares + other.sum_squares,
         )
 
-    def finished(self, sum_squares: Optional[float] = None) -> "CastStats":
+    def finished(self, sum_squares: float | None = None) -> CastStats:
         """The stats with an infinity's error made infinite and, if given, the sum of squares set."""
         stats = self if sum_squares is None else self._replace(sum_squares=sum_squares)
         return stats._replace(max_abs_error=math.inf) if stats.infinities else stats
@@ -170,7 +189,7 @@ def _as_float32(values: np.ndarray) -> np.ndarray:
 
 
 @_quiet
-def _value_stats_large(source: np.ndarray) -> Tuple[int, int, int, float]:
+def _value_stats_large(source: np.ndarray) -> tuple[int, int, int, float]:
     """(max abs bits of non-NaN values, min of (abs bits - 1) wrapping, NaN count, sum of squares) of one block."""
     bits = source.view("<u4")
     scratch = np.empty(min(source.size, CHUNK_ELEMENTS), "<u4")
@@ -202,7 +221,7 @@ def _finish_value_stats(elements: int, top: int, bottom: int, nans: int, squares
 
 
 @_quiet
-def _value_stats_batch(sources: Sequence[np.ndarray]) -> List[ValueStats]:
+def _value_stats_batch(sources: Sequence[np.ndarray]) -> list[ValueStats]:
     """Value statistics of many small float32 arrays in a few vectorised calls."""
     if not sources:
         return []
@@ -225,11 +244,13 @@ def _value_stats_batch(sources: Sequence[np.ndarray]) -> List[ValueStats]:
     min_nonzero = np.where((smallest == 0) | (smallest > _INF_BITS), np.inf, smallest.view("<f4").astype(np.float64))
     return [
         ValueStats(n, t, b, c, q)
-        for n, t, b, c, q in zip(sizes.tolist(), top.view("<f4").tolist(), min_nonzero.tolist(), nans.tolist(), squares.tolist())
+        for n, t, b, c, q in zip(
+            sizes.tolist(), top.view("<f4").tolist(), min_nonzero.tolist(), nans.tolist(), squares.tolist()
+        )
     ]
 
 
-def value_stats(arrays: Sequence[np.ndarray], executor: Optional[Executor] = None) -> List[ValueStats]:
+def value_stats(arrays: Sequence[np.ndarray], executor: Executor | None = None) -> list[ValueStats]:
     """:class:`ValueStats` of each float32 array (or raw little-endian bytes), in order.
 
     Small arrays are measured together; large ones block by block, on
@@ -240,7 +261,7 @@ def value_stats(arrays: Sequence[np.ndarray], executor: Optional[Executor] = Non
     (2.0, True, False)
     """
     sources = [_as_float32(a) for a in arrays]
-    result: List[Optional[ValueStats]] = [None] * len(sources)
+    result: list[ValueStats | None] = [None] * len(sources)
     for i, source in enumerate(sources):
         if source.size == 0:
             result[i] = ValueStats(0, 0.0, math.inf, 0, 0.0)
@@ -250,14 +271,24 @@ def value_stats(arrays: Sequence[np.ndarray], executor: Optional[Executor] = Non
         for i, stats in zip(group, _value_stats_batch([sources[i] for i in group])):
             result[i] = stats
     large = [i for i, s in enumerate(sources) if s.size > SMALL_ELEMENTS]
-    blocks = [(i, sources[i][start : start + BLOCK_ELEMENTS]) for i in large for start in range(0, sources[i].size, BLOCK_ELEMENTS)]
-    measured = executor.map(_value_stats_large, [b for _, b in blocks]) if executor is not None else map(_value_stats_large, [b for _, b in blocks])
-    parts: Dict[int, List[Tuple[int, int, int, float]]] = {i: [] for i in large}
+    blocks = [
+        (i, sources[i][start : start + BLOCK_ELEMENTS])
+        for i in large
+        for start in range(0, sources[i].size, BLOCK_ELEMENTS)
+    ]
+    measured = (
+        executor.map(_value_stats_large, [b for _, b in blocks])
+        if executor is not None
+        else map(_value_stats_large, [b for _, b in blocks])
+    )
+    parts: dict[int, list[tuple[int, int, int, float]]] = {i: [] for i in large}
     for (i, _), part in zip(blocks, measured):
         parts[i].append(part)
     for i in large:
         p = parts[i]
-        result[i] = _finish_value_stats(sources[i].size, max(q[0] for q in p), min(q[1] for q in p), sum(q[2] for q in p), sum(q[3] for q in p))
+        result[i] = _finish_value_stats(
+            sources[i].size, max(q[0] for q in p), min(q[1] for q in p), sum(q[2] for q in p), sum(q[3] for q in p)
+        )
     return result  # type: ignore[return-value]
 
 
@@ -279,7 +310,7 @@ class _Scratch:
         self.error = np.empty(size, "<f4")
 
 
-def _cast_chunk(chunk: np.ndarray, half: np.ndarray, scratch: _Scratch) -> Tuple[float, float, int]:
+def _cast_chunk(chunk: np.ndarray, half: np.ndarray, scratch: _Scratch) -> tuple[float, float, int]:
     """Cast float32 ``chunk`` (finite, |x| <= 65504) into float16 ``half``; return
     (sum of squared errors, max abs error, values flushed to zero).
 
@@ -316,7 +347,9 @@ def _cast_chunk(chunk: np.ndarray, half: np.ndarray, scratch: _Scratch) -> Tuple
         where = np.flatnonzero(below)
         small = magnitude[where].view("<f4")
         summed = small + np.float32(0.5)
-        half_bits[where] = (summed.view("<u4") - _HALF_BITS).astype("<u2") | (bits[where] >> _U32(16) & _U32(0x8000)).astype("<u2")
+        half_bits[where] = (summed.view("<u4") - _HALF_BITS).astype("<u2") | (
+            bits[where] >> _U32(16) & _U32(0x8000)
+        ).astype("<u2")
         value = summed - np.float32(0.5)
         error[where] = value - small
         flushed = int(np.count_nonzero((value == 0) & (small != 0)))
@@ -324,7 +357,7 @@ def _cast_chunk(chunk: np.ndarray, half: np.ndarray, scratch: _Scratch) -> Tuple
 
 
 @_quiet
-def _cast_block(source: np.ndarray, values: ValueStats) -> Tuple[np.ndarray, CastStats]:
+def _cast_block(source: np.ndarray, values: ValueStats) -> tuple[np.ndarray, CastStats]:
     """A new float16 array for float32 ``source`` (one block of a buffer), and what the cast did.
 
     The sum of squares is left to the caller when ``values.narrow`` (it is the
@@ -370,13 +403,13 @@ def _cast_block_wide(source: np.ndarray, out: np.ndarray) -> CastStats:
     return CastStats(source.size, saturated, infinities, flushed, max_error, squared_error, sum_squares)
 
 
-def _block_sum_squares(values: ValueStats) -> Optional[float]:
+def _block_sum_squares(values: ValueStats) -> float | None:
     """The pre-pass's sum of squares when the cast left it out (see :func:`_cast_block`)."""
     return values.sum_squares if values.narrow else None
 
 
 @_quiet
-def _cast_many(sources: Sequence[np.ndarray], values: Sequence[ValueStats]) -> Tuple[np.ndarray, List[CastStats]]:
+def _cast_many(sources: Sequence[np.ndarray], values: Sequence[ValueStats]) -> tuple[np.ndarray, list[CastStats]]:
     """Cast many small float32 arrays at once: the float16 data, concatenated, and each one's stats."""
     sizes = np.fromiter((s.size for s in sources), np.int64, len(sources))
     starts = np.zeros(len(sources), np.int64)
@@ -409,8 +442,13 @@ def _cast_many(sources: Sequence[np.ndarray], values: Sequence[ValueStats]) -> T
     stats = [
         CastStats(*row).finished()
         for row in zip(
-            sizes.tolist(), saturated.tolist(), infinities.tolist(), flushed.tolist(), max_error.tolist(),
-            squared_error.tolist(), sum_squares.tolist(),
+            sizes.tolist(),
+            saturated.tolist(),
+            infinities.tolist(),
+            flushed.tolist(),
+            max_error.tolist(),
+            squared_error.tolist(),
+            sum_squares.tolist(),
         )
     ]
     return half, stats
@@ -427,7 +465,7 @@ def cast_to_float16(values: np.ndarray) -> CastResult:
     return CastResult(cast.array(), cast.stats)  # type: ignore[arg-type]
 
 
-def cast_statistics(values: np.ndarray, stats: Optional[ValueStats] = None, executor: Optional[Executor] = None) -> CastStats:
+def cast_statistics(values: np.ndarray, stats: ValueStats | None = None, executor: Executor | None = None) -> CastStats:
     """What casting ``values`` to float16 would do, without keeping the float16 data."""
     cast = Float16Cast(values, stats)
     for _ in cast.blocks(executor):
@@ -449,15 +487,15 @@ class Float16Cast:
     :meth:`chunks` yields the blocks and then forgets them.
     """
 
-    __slots__ = ("source", "nbytes", "values", "stats", "pinned", "_array")
+    __slots__ = ("_array", "nbytes", "pinned", "source", "stats", "values")
 
-    def __init__(self, source: np.ndarray, values: Optional[ValueStats] = None) -> None:
+    def __init__(self, source: np.ndarray, values: ValueStats | None = None) -> None:
         self.source = _as_float32(source)
         self.nbytes = self.source.size * 2
         self.values = values if values is not None else value_stats([self.source])[0]
-        self.stats: Optional[CastStats] = None
+        self.stats: CastStats | None = None
         self.pinned = False  # keep the float16 data once cast (a search writes the same casts many times)
-        self._array: "np.ndarray | None" = None
+        self._array: np.ndarray | None = None
 
     def array(self) -> np.ndarray:
         """The whole float16 array (computed once)."""
@@ -476,7 +514,7 @@ class Float16Cast:
         return self.source.size <= SMALL_ELEMENTS
 
     @classmethod
-    def prepare_group(cls, items: Sequence["Float16Cast"]) -> None:
+    def prepare_group(cls, items: Sequence[Float16Cast]) -> None:
         cast_batch(items)
 
     def chunks(self, context: Any) -> Iterator[np.ndarray]:
@@ -489,7 +527,7 @@ class Float16Cast:
         if not self.pinned:
             self._array = None
 
-    def blocks(self, executor: Optional[Executor] = None, in_flight: int = 4) -> Iterator[np.ndarray]:
+    def blocks(self, executor: Executor | None = None, in_flight: int = 4) -> Iterator[np.ndarray]:
         """The float16 data in order, block by block, cast ``in_flight`` blocks ahead on ``executor``."""
         if self._array is not None or self.source.size <= BLOCK_ELEMENTS or executor is None:
             yield self.array()
@@ -523,7 +561,7 @@ def cast_batch(casts: Sequence[Float16Cast]) -> None:
         position += cast.source.size
 
 
-def measure(casts: Sequence[Float16Cast], executor: Optional[Executor] = None) -> None:
+def measure(casts: Sequence[Float16Cast], executor: Executor | None = None) -> None:
     """Cast every buffer to fill in its :attr:`~Float16Cast.stats`, keeping none of the
     float16 data (a dry run): small buffers in batches, large ones block by block."""
     small = [c for c in casts if c.source.size <= SMALL_ELEMENTS]

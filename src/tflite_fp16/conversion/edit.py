@@ -15,13 +15,20 @@ written here too.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Dict, List, Mapping, Set, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from ..format.model import DEQUANTIZE, FLOAT16, FLOAT32, Table, TFLiteModel
-from .metadata import (CONVERSION_METADATA_KEY, FP16_ACCUMULATE_FP16, FP16_ACCUMULATE_FP32, REDUCED_PRECISION_KEY,
-                       ConversionMetadataData, set_entry)
+from .metadata import (
+    CONVERSION_METADATA_KEY,
+    FP16_ACCUMULATE_FP16,
+    FP16_ACCUMULATE_FP32,
+    REDUCED_PRECISION_KEY,
+    ConversionMetadataData,
+    set_entry,
+)
 from .plan import DEQUANTIZE_MIN_VERSION, MIN_RUNTIME_VERSION_KEY, Plan
 
 __all__ = ["apply_plan"]
@@ -39,7 +46,7 @@ def apply_plan(model: TFLiteModel, plan: Plan, float16_data: Mapping[int, Any]) 
     codes = list(model.operator_codes)
 
     # Buffers: cast in place, or appended when the original is still read as it is.
-    target_buffer: Dict[Tuple[int, int], int] = {}
+    target_buffer: dict[tuple[int, int], int] = {}
     for conversion in plan.conversions:
         data = float16_data[conversion.buffer]
         if conversion.new_buffer:
@@ -55,13 +62,18 @@ def apply_plan(model: TFLiteModel, plan: Plan, float16_data: Mapping[int, Any]) 
     if plan.dequantize_opcode is None:
         dequantize_code = len(codes)
         codes.append(
-            Table("OperatorCode", {"deprecated_builtin_code": DEQUANTIZE, "version": DEQUANTIZE_MIN_VERSION, "builtin_code": DEQUANTIZE})
+            Table(
+                "OperatorCode",
+                {"deprecated_builtin_code": DEQUANTIZE, "version": DEQUANTIZE_MIN_VERSION, "builtin_code": DEQUANTIZE},
+            )
         )
     else:
         dequantize_code = plan.dequantize_opcode
         code = codes[dequantize_code]
         codes[dequantize_code] = code.replace(
-            version=max(code.get("version"), DEQUANTIZE_MIN_VERSION), builtin_code=DEQUANTIZE, deprecated_builtin_code=DEQUANTIZE
+            version=max(code.get("version"), DEQUANTIZE_MIN_VERSION),
+            builtin_code=DEQUANTIZE,
+            deprecated_builtin_code=DEQUANTIZE,
         )
 
     empty_buffer = 0 if model.buffer_data(0).size == 0 and not buffers[0].get("offset") else None
@@ -70,14 +82,14 @@ def apply_plan(model: TFLiteModel, plan: Plan, float16_data: Mapping[int, Any]) 
         buffers.append(Table("Buffer", {}))
 
     # Grouped by subgraph once: the work is linear in subgraphs plus conversions.
-    converted_in: Dict[int, Dict[int, int]] = defaultdict(dict)
+    converted_in: dict[int, dict[int, int]] = defaultdict(dict)
     for (sg, t), b in target_buffer.items():
         converted_in[sg][t] = b
-    sparse_in: Dict[int, Set[int]] = defaultdict(set)
+    sparse_in: dict[int, set[int]] = defaultdict(set)
     for ref in plan.sparse_tensors:
         sparse_in[ref.subgraph].add(ref.tensor)
     subgraphs = []
-    rewritten: Dict[Tuple[int, Tuple[Tuple[int, int], ...], Tuple[int, ...]], Table] = {}
+    rewritten: dict[tuple[int, tuple[tuple[int, int], ...], tuple[int, ...]], Table] = {}
     for s, subgraph in enumerate(model.subgraphs):
         converted = converted_in.get(s)
         if not converted:
@@ -98,15 +110,28 @@ def apply_plan(model: TFLiteModel, plan: Plan, float16_data: Mapping[int, Any]) 
         # What tensors read: a metadata buffer they share gets a new buffer rather than new bytes.
         tensor_buffers = {t.get("buffer") for sg in model.subgraphs for t in sg.tables("tensors")}
     if plan.min_runtime_version is not None:
-        set_entry(metadata, buffers, tensor_buffers, MIN_RUNTIME_VERSION_KEY,
-                  _raised_version(model, metadata, plan.min_runtime_version[1]))
+        set_entry(
+            metadata,
+            buffers,
+            tensor_buffers,
+            MIN_RUNTIME_VERSION_KEY,
+            _raised_version(model, metadata, plan.min_runtime_version[1]),
+        )
     if REDUCED_PRECISION_KEY in changed:
         value = FP16_ACCUMULATE_FP16 if plan.fp16_compute else FP16_ACCUMULATE_FP32
         # Before CONVERSION_METADATA, where TensorFlow puts it.
-        set_entry(metadata, buffers, tensor_buffers, REDUCED_PRECISION_KEY, np.frombuffer(value, np.uint8),
-                  before=CONVERSION_METADATA_KEY)
+        set_entry(
+            metadata,
+            buffers,
+            tensor_buffers,
+            REDUCED_PRECISION_KEY,
+            np.frombuffer(value, np.uint8),
+            before=CONVERSION_METADATA_KEY,
+        )
     if plan.conversion_metadata is not None:
-        set_entry(metadata, buffers, tensor_buffers, CONVERSION_METADATA_KEY, ConversionMetadataData(plan.conversion_metadata))
+        set_entry(
+            metadata, buffers, tensor_buffers, CONVERSION_METADATA_KEY, ConversionMetadataData(plan.conversion_metadata)
+        )
     if metadata:
         root = root.replace(metadata=tuple(metadata))
     root = root.replace(operator_codes=tuple(codes), subgraphs=tuple(subgraphs), buffers=tuple(buffers))
@@ -114,7 +139,7 @@ def apply_plan(model: TFLiteModel, plan: Plan, float16_data: Mapping[int, Any]) 
 
 
 def _rewrite_subgraph(
-    subgraph: Table, converted: Dict[int, int], sparse: Set[int], dequantize_code: int, empty_buffer: int
+    subgraph: Table, converted: dict[int, int], sparse: set[int], dequantize_code: int, empty_buffer: int
 ) -> Table:
     tensors = list(subgraph.tables("tensors"))
     for t, buffer in converted.items():
@@ -135,8 +160,8 @@ def _rewrite_subgraph(
 
     originals = subgraph.tables("operators")
     inputs_of = [op.ints("inputs") for op in originals]
-    dequantized: Dict[int, int] = {}  # converted tensor -> its DEQUANTIZE output
-    operators: List[Table] = []
+    dequantized: dict[int, int] = {}  # converted tensor -> its DEQUANTIZE output
+    operators: list[Table] = []
     # The DEQUANTIZE ops of the constants, first, in the order the operators first read them.
     for inputs in inputs_of:
         for i in inputs:
@@ -158,7 +183,7 @@ def _rewrite_subgraph(
     return subgraph.replace(tensors=tuple(tensors), operators=tuple(operators))
 
 
-def _raised_version(model: TFLiteModel, metadata: List[Table], version: str) -> np.ndarray:
+def _raised_version(model: TFLiteModel, metadata: list[Table], version: str) -> np.ndarray:
     """The min_runtime_version entry's new bytes: ``version`` zero-padded to the old length, at least 16."""
     entry = next(e for e in metadata if e.get("name") == MIN_RUNTIME_VERSION_KEY)
     data = np.zeros(max(16, model.buffer_data(entry.get("buffer")).size), np.uint8)

@@ -20,7 +20,8 @@ The decisions are made in the plan (:func:`plan_metadata`) and applied by
 
 from __future__ import annotations
 
-from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,8 +32,16 @@ from ..format.writer import serialize_table
 from ..schema import CONVERSION_SCHEMA
 
 __all__ = [
-    "REDUCED_PRECISION_KEY", "CONVERSION_METADATA_KEY", "FP16_ACCUMULATE_FP32", "FP16_ACCUMULATE_FP16", "PTQ_FLOAT16",
-    "MetadataChange", "ConversionMetadataData", "model_hash", "plan_metadata", "read_conversion_metadata",
+    "CONVERSION_METADATA_KEY",
+    "FP16_ACCUMULATE_FP16",
+    "FP16_ACCUMULATE_FP32",
+    "PTQ_FLOAT16",
+    "REDUCED_PRECISION_KEY",
+    "ConversionMetadataData",
+    "MetadataChange",
+    "model_hash",
+    "plan_metadata",
+    "read_conversion_metadata",
 ]
 
 REDUCED_PRECISION_KEY = b"reduced_precision_support"
@@ -52,15 +61,15 @@ class MetadataChange(NamedTuple):
 
     name: str
     action: str
-    before: Optional[str]
-    after: Optional[str]
+    before: str | None
+    after: str | None
 
     def to_dict(self) -> dict[str, Any]:
         """The change as JSON-ready data (the reports' ``metadata[]`` entries)."""
         return {"name": self.name, "action": self.action, "before": self.before, "after": self.after}
 
 
-def _combine_all(items: List[int]) -> int:
+def _combine_all(items: list[int]) -> int:
     """TensorFlow's ``update_hash_with_primitive_value`` over ``items`` in turn, from 0: boost's
     hash_combine in uint64 arithmetic; a negative item counts as its two's complement, as NumPy
     casts it. (One tight loop: the hash is sequential, and this is the whole cost.)"""
@@ -71,7 +80,7 @@ def _combine_all(items: List[int]) -> int:
     return h
 
 
-def _ints(values: Any) -> List[int]:
+def _ints(values: Any) -> list[int]:
     return values.tolist() if isinstance(values, np.ndarray) else list(values)
 
 
@@ -84,13 +93,13 @@ def model_hash(root: Table, layout: str = "normal") -> int:
     offset layout non-empty buffers have no ``data`` vector (their bytes follow the
     flatbuffer), so they do not count.
     """
-    data_length: List[Optional[int]] = []
+    data_length: list[int | None] = []
     for buffer in root.tables("buffers"):
         data = buffer.fields.get("data")
         has_vector = data is not None and (layout == "normal" or data.nbytes == 0)
         data_length.append(int(data.nbytes) if has_vector else None)
     n_buffers = len(data_length)
-    items: List[int] = []
+    items: list[int] = []
     append, extend = items.append, items.extend
     for subgraph in root.tables("subgraphs"):
         fields = subgraph.fields
@@ -133,7 +142,7 @@ class ConversionMetadataData:
         self.nbytes = len(serialize_table(self.table))
 
     @classmethod
-    def prepare_group(cls, items: Sequence["ConversionMetadataData"]) -> None:
+    def prepare_group(cls, items: Sequence[ConversionMetadataData]) -> None:
         pass
 
     def chunks(self, context: Any) -> Iterator[np.ndarray]:
@@ -151,14 +160,14 @@ class ConversionMetadataData:
         raise RewriteError("CONVERSION_METADATA is rendered when the model is written (its hash depends on the layout)")
 
 
-def _entry(model: TFLiteModel, key: bytes) -> Tuple[Optional[int], Optional[Table]]:
+def _entry(model: TFLiteModel, key: bytes) -> tuple[int | None, Table | None]:
     for m, entry in enumerate(model.root.tables("metadata")):
         if entry.get("name") == key:
             return m, entry
     return None, None
 
 
-def read_conversion_metadata(model: TFLiteModel) -> Tuple[Optional[Table], str]:
+def read_conversion_metadata(model: TFLiteModel) -> tuple[Table | None, str]:
     """The model's CONVERSION_METADATA table, or None and why not ('' when the entry is absent)."""
     _, entry = _entry(model, CONVERSION_METADATA_KEY)
     if entry is None:
@@ -177,34 +186,42 @@ def _text(raw: Any) -> str:
     return bytes(raw).decode("utf-8", "replace")
 
 
-def _modes(table: Table) -> Tuple[int, ...]:
+def _modes(table: Table) -> tuple[int, ...]:
     options = table.fields.get("options")
     return tuple(options.ints("model_optimization_modes")) if options is not None else ()
 
 
-def describe_modes(modes: Tuple[int, ...]) -> str:
+def describe_modes(modes: tuple[int, ...]) -> str:
     return "[" + ", ".join(_MODE_NAMES.get(m, str(m)) for m in modes) + "]"
 
 
-def with_modes(table: Table, modes: Tuple[int, ...]) -> Table:
+def with_modes(table: Table, modes: tuple[int, ...]) -> Table:
     """``table`` with ``options.model_optimization_modes`` set to ``modes`` (other fields kept)."""
     options = table.fields.get("options", Table("ConversionOptions", {}))
     return table.replace(options=options.replace(model_optimization_modes=tuple(modes)))
 
 
-def plan_metadata(model: TFLiteModel, fp16_compute: bool) -> Tuple[Tuple[MetadataChange, ...], Optional[Table], Tuple[str, ...]]:
+def plan_metadata(
+    model: TFLiteModel, fp16_compute: bool
+) -> tuple[tuple[MetadataChange, ...], Table | None, tuple[str, ...]]:
     """What a float16 rewrite declares: the changes, the updated CONVERSION_METADATA table (its
     hash still to be computed; None when the entry is absent or unreadable) and warnings."""
-    changes: List[MetadataChange] = []
-    warnings: List[str] = []
+    changes: list[MetadataChange] = []
+    warnings: list[str] = []
     value = FP16_ACCUMULATE_FP16 if fp16_compute else FP16_ACCUMULATE_FP32
     _, entry = _entry(model, REDUCED_PRECISION_KEY)
     if entry is None:
         changes.append(MetadataChange(REDUCED_PRECISION_KEY.decode(), "added", None, value.decode()))
     else:
         before = _text(model.buffer_data(entry.get("buffer")))
-        changes.append(MetadataChange(REDUCED_PRECISION_KEY.decode(), "replaced" if before != value.decode() else "left",
-                                      before, value.decode()))
+        changes.append(
+            MetadataChange(
+                REDUCED_PRECISION_KEY.decode(),
+                "replaced" if before != value.decode() else "left",
+                before,
+                value.decode(),
+            )
+        )
     table, problem = read_conversion_metadata(model)
     if problem:
         warnings.append(f"{problem}: left as it is, so it does not record the float16 conversion")
@@ -213,16 +230,25 @@ def plan_metadata(model: TFLiteModel, fp16_compute: bool) -> Tuple[Tuple[Metadat
         modes = _modes(table)
         new_modes = modes if PTQ_FLOAT16 in modes else modes + (PTQ_FLOAT16,)
         table = with_modes(table, new_modes)
-        changes.append(MetadataChange(
-            CONVERSION_METADATA_KEY.decode(), "updated",
-            f"model_optimization_modes {describe_modes(modes)}",
-            f"model_optimization_modes {describe_modes(new_modes)}, model_hash of the output",
-        ))
+        changes.append(
+            MetadataChange(
+                CONVERSION_METADATA_KEY.decode(),
+                "updated",
+                f"model_optimization_modes {describe_modes(modes)}",
+                f"model_optimization_modes {describe_modes(new_modes)}, model_hash of the output",
+            )
+        )
     return tuple(changes), table, tuple(warnings)
 
 
-def set_entry(metadata: List[Table], buffers: List[Table], tensor_buffers: Set[int], key: bytes, data: Any,
-              before: Optional[bytes] = None) -> None:
+def set_entry(
+    metadata: list[Table],
+    buffers: list[Table],
+    tensor_buffers: set[int],
+    key: bytes,
+    data: Any,
+    before: bytes | None = None,
+) -> None:
     """Point metadata entry ``key`` at ``data`` (appending it, or inserting it before ``before``'s
     entry, when absent). The entry's buffer gets the new bytes in place unless something else reads
     it (another entry, a tensor of ``tensor_buffers``, or the empty buffer 0): then a new buffer.
@@ -231,7 +257,11 @@ def set_entry(metadata: List[Table], buffers: List[Table], tensor_buffers: Set[i
     if position is None:
         buffers.append(Table("Buffer", {"data": data}))
         new = Table("Metadata", {"name": key, "buffer": len(buffers) - 1})
-        at = next((m for m, e in enumerate(metadata) if e.get("name") == before), len(metadata)) if before else len(metadata)
+        at = (
+            next((m for m, e in enumerate(metadata) if e.get("name") == before), len(metadata))
+            if before
+            else len(metadata)
+        )
         metadata.insert(at, new)
         return
     entry = metadata[position]
@@ -245,25 +275,37 @@ def set_entry(metadata: List[Table], buffers: List[Table], tensor_buffers: Set[i
         buffers[b] = Table("Buffer", {**fields, "data": data})
 
 
-def without_float16(model: TFLiteModel, root: Table, float16_left: bool) -> Tuple[Table, Tuple[MetadataChange, ...]]:
+def without_float16(model: TFLiteModel, root: Table, float16_left: bool) -> tuple[Table, tuple[MetadataChange, ...]]:
     """``root`` (a widened model) with its declarations brought up to date: without any FLOAT16
     constant left, ``reduced_precision_support`` goes and PTQ_FLOAT16 leaves CONVERSION_METADATA;
     either way CONVERSION_METADATA's hash is recomputed (the structure changed)."""
-    changes: List[MetadataChange] = []
+    changes: list[MetadataChange] = []
     metadata = list(root.tables("metadata"))
     kept = metadata if float16_left else [m for m in metadata if m.get("name") != REDUCED_PRECISION_KEY]
     if len(kept) != len(metadata):
         removed = next(m for m in metadata if m.get("name") == REDUCED_PRECISION_KEY)
-        changes.append(MetadataChange(REDUCED_PRECISION_KEY.decode(), "removed", _text(model.buffer_data(removed.get("buffer"))), None))
+        changes.append(
+            MetadataChange(
+                REDUCED_PRECISION_KEY.decode(), "removed", _text(model.buffer_data(removed.get("buffer"))), None
+            )
+        )
     buffers = list(root.tables("buffers"))
     table, _ = read_conversion_metadata(model)
     if table is not None:
         modes = _modes(table)
         new_modes = modes if float16_left else tuple(m for m in modes if m != PTQ_FLOAT16)
         tensor_buffers = {t.get("buffer") for sg in root.tables("subgraphs") for t in sg.tables("tensors")}
-        set_entry(kept, buffers, tensor_buffers, CONVERSION_METADATA_KEY, ConversionMetadataData(with_modes(table, new_modes)))
-        changes.append(MetadataChange(CONVERSION_METADATA_KEY.decode(), "updated", f"model_optimization_modes {describe_modes(modes)}",
-                                      f"model_optimization_modes {describe_modes(new_modes)}, model_hash of the output"))
+        set_entry(
+            kept, buffers, tensor_buffers, CONVERSION_METADATA_KEY, ConversionMetadataData(with_modes(table, new_modes))
+        )
+        changes.append(
+            MetadataChange(
+                CONVERSION_METADATA_KEY.decode(),
+                "updated",
+                f"model_optimization_modes {describe_modes(modes)}",
+                f"model_optimization_modes {describe_modes(new_modes)}, model_hash of the output",
+            )
+        )
     if not changes:
         return root, ()
     return root.replace(metadata=tuple(kept) if kept else None, buffers=tuple(buffers)), tuple(changes)

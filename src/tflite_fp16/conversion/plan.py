@@ -36,22 +36,39 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
+from typing import NamedTuple
 
 import numpy as np
 
-from .cast import FLOAT16_MAX, FLOAT16_MIN_NORMAL, CastStats, ValueStats, cast_statistics, value_stats
 from ..errors import InvalidModelError, LossyModelError
-from ..format.model import BUILTIN_OPS, DENSIFY, DEQUANTIZE, FLOAT32, TENSOR_TYPES, Table, TFLiteModel, detail_references, op_of
-from .metadata import MetadataChange, plan_metadata
+from ..format.model import (
+    BUILTIN_OPS,
+    DENSIFY,
+    DEQUANTIZE,
+    FLOAT32,
+    TENSOR_TYPES,
+    Table,
+    TFLiteModel,
+    detail_references,
+    op_of,
+)
 from ..options import Options
 from ..text import quote
+from .cast import FLOAT16_MAX, FLOAT16_MIN_NORMAL, CastStats, ValueStats, cast_statistics, value_stats
+from .metadata import MetadataChange, plan_metadata
 
 __all__ = [
-    "TensorRef", "BufferConversion", "KeptTensor", "Plan", "make_plan", "REASONS",
-    "DEQUANTIZE_MIN_VERSION", "MIN_RUNTIME_VERSION",
+    "DEQUANTIZE_MIN_VERSION",
+    "MIN_RUNTIME_VERSION",
+    "REASONS",
+    "BufferConversion",
+    "KeptTensor",
+    "Plan",
+    "TensorRef",
+    "make_plan",
 ]
 
 DEQUANTIZE_MIN_VERSION = 3  # DEQUANTIZE with a float16 input (op_version.cc)
@@ -88,7 +105,7 @@ class TensorRef(NamedTuple):
     subgraph: int
     tensor: int
     name: str
-    shape: Tuple[int, ...] = ()
+    shape: tuple[int, ...] = ()
 
 
 class BufferConversion(NamedTuple):
@@ -102,11 +119,11 @@ class BufferConversion(NamedTuple):
     """
 
     buffer: int
-    tensors: Tuple[TensorRef, ...]
+    tensors: tuple[TensorRef, ...]
     elements: int
     new_buffer: bool
-    kept_by: Tuple[str, ...] = ()
-    values: Optional[ValueStats] = None
+    kept_by: tuple[str, ...] = ()
+    values: ValueStats | None = None
     lossy: str = ""
 
 
@@ -124,27 +141,27 @@ class KeptTensor(NamedTuple):
 class Plan:
     """What the rewrite will do to a model."""
 
-    conversions: Tuple[BufferConversion, ...]
-    kept: Tuple[KeptTensor, ...]
+    conversions: tuple[BufferConversion, ...]
+    kept: tuple[KeptTensor, ...]
     # Index of the existing DEQUANTIZE operator code to reuse (its version
     # raised to DEQUANTIZE_MIN_VERSION if lower), or None to append one.
-    dequantize_opcode: Optional[int]
+    dequantize_opcode: int | None
     # (old, new) when the min_runtime_version metadata is raised.
-    min_runtime_version: Optional[Tuple[str, str]]
-    sparse_tensors: Tuple[TensorRef, ...] = ()
-    warnings: Tuple[str, ...] = ()
+    min_runtime_version: tuple[str, str] | None
+    sparse_tensors: tuple[TensorRef, ...] = ()
+    warnings: tuple[str, ...] = ()
     # Constant tensors (with data) by type name, e.g. {"FLOAT32": 10, "INT32": 2}.
     constants: Mapping[str, int] = field(default_factory=dict)
     # The model's min_runtime_version entry as it is, if any.
-    runtime_version: Optional[str] = None
+    runtime_version: str | None = None
     # The metadata entries a conversion changes (none when nothing converts), and the
     # CONVERSION_METADATA table to write (its model_hash computed when the output is written).
-    metadata: Tuple[MetadataChange, ...] = ()
-    conversion_metadata: Optional[Table] = None
+    metadata: tuple[MetadataChange, ...] = ()
+    conversion_metadata: Table | None = None
     fp16_compute: bool = False
 
     @property
-    def tensors(self) -> Tuple[TensorRef, ...]:
+    def tensors(self) -> tuple[TensorRef, ...]:
         """Every tensor that becomes FLOAT16."""
         return tuple(t for c in self.conversions for t in c.tensors)
 
@@ -153,11 +170,11 @@ class Plan:
         return sum(c.elements for c in self.conversions)
 
     @property
-    def lossy_conversions(self) -> Tuple[BufferConversion, ...]:
+    def lossy_conversions(self) -> tuple[BufferConversion, ...]:
         """Conversions that lose values (only with ``lossy="convert"``)."""
         return tuple(c for c in self.conversions if c.lossy)
 
-    def kept_by_reason(self) -> Dict[str, int]:
+    def kept_by_reason(self) -> dict[str, int]:
         """How many tensors stay float32 for each reason code, in :data:`REASONS` order."""
         counts = Counter(k.reason for k in self.kept)
         return {reason: counts[reason] for reason in REASONS if counts[reason]}
@@ -193,12 +210,16 @@ class Plan:
             lossy = f"; LOSSY: {c.lossy}" if c.lossy else ""
             lines.append(f"  convert {names}: {c.elements} values into {where}{extra}{lossy}")
         for k in self.kept:
-            lines.append(f"  keep subgraph {k.tensor.subgraph} tensor {k.tensor.tensor} {quote(k.tensor.name)} float32 ({k.reason}): {k.detail}")
+            lines.append(
+                f"  keep subgraph {k.tensor.subgraph} tensor {k.tensor.tensor} {quote(k.tensor.name)} float32 ({k.reason}): {k.detail}"
+            )
         if self.conversions:
             if self.dequantize_opcode is None:
                 lines.append(f"  add a DEQUANTIZE operator code (version {DEQUANTIZE_MIN_VERSION})")
             else:
-                lines.append(f"  reuse DEQUANTIZE operator code {self.dequantize_opcode} (version >= {DEQUANTIZE_MIN_VERSION})")
+                lines.append(
+                    f"  reuse DEQUANTIZE operator code {self.dequantize_opcode} (version >= {DEQUANTIZE_MIN_VERSION})"
+                )
         for change in self.metadata:
             if change.action == "left":
                 continue
@@ -207,18 +228,18 @@ class Plan:
         return "\n".join(lines)
 
 
-def _name(tensor_name: Optional[bytes]) -> str:
+def _name(tensor_name: bytes | None) -> str:
     return (tensor_name or b"").decode("utf-8", "replace")
 
 
-def _version_tuple(text: str) -> Optional[Tuple[int, ...]]:
+def _version_tuple(text: str) -> tuple[int, ...] | None:
     try:
         return tuple(int(part) for part in text.split("."))
     except ValueError:
         return None
 
 
-def read_min_runtime_version(model: TFLiteModel) -> Optional[Tuple[int, str]]:
+def read_min_runtime_version(model: TFLiteModel) -> tuple[int, str] | None:
     """(metadata index, version string) of the min_runtime_version entry, if any."""
     for m, entry in enumerate(model.root.tables("metadata")):
         if entry.get("name") == MIN_RUNTIME_VERSION_KEY:
@@ -237,7 +258,9 @@ def matches(name: str, pattern: str) -> bool:
 class _Subgraph:
     """Who reads and who writes each tensor of one subgraph."""
 
-    def __init__(self, model: TFLiteModel, index: int, ops_of_codes: List[int], skip: "_SkipOps", options: Options) -> None:
+    def __init__(
+        self, model: TFLiteModel, index: int, ops_of_codes: list[int], skip: _SkipOps, options: Options
+    ) -> None:
         self.model = model
         self.options = options
         self.skip = skip
@@ -246,8 +269,8 @@ class _Subgraph:
         self.operators = subgraph.tables("operators")
         self.codes = model.operator_codes
         self.ops = [ops_of_codes[op.get("opcode_index")] for op in self.operators]
-        self.readers: Dict[int, List[int]] = defaultdict(list)
-        self.writer: Dict[int, int] = {}
+        self.readers: dict[int, list[int]] = defaultdict(list)
+        self.writer: dict[int, int] = {}
         for o, op in enumerate(self.operators):
             for i in set(op.ints("inputs")):
                 if i >= 0:
@@ -257,18 +280,21 @@ class _Subgraph:
         # Constant int8/uint8/int4/uint4/int2 tensors (here or in an external buffer): weights that
         # make an operator "hybrid".
         self.quantized = {
-            t for t, tensor in enumerate(self.tensors)
+            t
+            for t, tensor in enumerate(self.tensors)
             if tensor.get("type") in _QUANTIZED_WEIGHT_TYPES
             and (tensor.get("external_buffer") or model.buffer_data(tensor.get("buffer")).size > 0)
         }
         # Tensors that a blockwise or multi-axis quantization names: tensor -> (field, the quantized tensor).
-        self.detail_refs: Dict[int, Tuple[str, int]] = {
-            index: (field, t) for t, tensor in enumerate(self.tensors) if "quantization" in tensor.fields
+        self.detail_refs: dict[int, tuple[str, int]] = {
+            index: (field, t)
+            for t, tensor in enumerate(self.tensors)
+            if "quantization" in tensor.fields
             for field, index in detail_references(tensor)
         }
         self.inputs = set(subgraph.ints("inputs"))
         self.outputs = set(subgraph.ints("outputs"))
-        self._hybrid: Dict[int, bool] = {}
+        self._hybrid: dict[int, bool] = {}
 
     def custom_code(self, o: int) -> str:
         return _name(self.codes[self.operators[o].get("opcode_index")].get("custom_code"))
@@ -294,7 +320,7 @@ class _Subgraph:
             return False
         return any(i >= 0 and self.tensors[i].get("type") == FLOAT32 for i in op.ints("outputs"))
 
-    def keep_reason(self, t: int, name: str) -> Optional[Tuple[str, str]]:
+    def keep_reason(self, t: int, name: str) -> tuple[str, str] | None:
         """(reason code, sentence) why FLOAT32 constant ``t`` stays FLOAT32, or None to convert it
         (unless it turns out lossy)."""
         tensor = self.tensors[t]
@@ -321,7 +347,11 @@ class _Subgraph:
                 listed = self.skip.lists(self.ops[o], self.custom_code(o) if self.ops[o] == _CUSTOM else "")
                 if listed:
                     return "skip_op", f"read by {self.label(o)}, listed in skip_ops as {quote(listed)}"
-        if options.min_elements and not tensor.has("sparsity") and math.prod(tensor.ints("shape")) < options.min_elements:
+        if (
+            options.min_elements
+            and not tensor.has("sparsity")
+            and math.prod(tensor.ints("shape")) < options.min_elements
+        ):
             return "min_elements", f"fewer than {options.min_elements} values (min_elements)"
         for o in self.readers[t]:
             if self.ops[o] == _CUSTOM and not options.custom_op_inputs:
@@ -338,9 +368,9 @@ class _Subgraph:
 class _SkipOps:
     """The operators of ``Options.skip_ops``: builtin codes and custom names."""
 
-    def __init__(self, names: Tuple[str, ...]) -> None:
+    def __init__(self, names: tuple[str, ...]) -> None:
         self.builtins = {BUILTIN_OPS[n]: n for n in names if not n.startswith("CUSTOM:")}
-        self.customs = {n[len("CUSTOM:"):]: n for n in names if n.startswith("CUSTOM:")}
+        self.customs = {n[len("CUSTOM:") :]: n for n in names if n.startswith("CUSTOM:")}
 
     def __bool__(self) -> bool:
         return bool(self.builtins or self.customs)
@@ -352,7 +382,7 @@ class _SkipOps:
         return self.builtins.get(op, "")
 
 
-def make_plan(model: TFLiteModel, options: Optional[Options] = None, executor: Optional[Executor] = None) -> Plan:
+def make_plan(model: TFLiteModel, options: Options | None = None, executor: Executor | None = None) -> Plan:
     """The plan for ``model`` under ``options``; does not change the model.
 
     Raises :class:`~tflite_fp16.errors.LossyModelError` for lossy constants
@@ -365,9 +395,9 @@ def make_plan(model: TFLiteModel, options: Optional[Options] = None, executor: O
     codes = model.operator_codes
     ops_of_codes = [op_of(code) for code in codes]
     skip = _SkipOps(options.skip_ops)
-    candidates: Dict[int, List[TensorRef]] = defaultdict(list)
-    kept_readers: Dict[int, List[str]] = defaultdict(list)  # what reads a buffer's bytes as they are
-    kept: List[KeptTensor] = []
+    candidates: dict[int, list[TensorRef]] = defaultdict(list)
+    kept_readers: dict[int, list[str]] = defaultdict(list)  # what reads a buffer's bytes as they are
+    kept: list[KeptTensor] = []
     constants: Counter[str] = Counter()
     unused_patterns = set(options.keep)
     sparse_refs = set()
@@ -398,7 +428,11 @@ def make_plan(model: TFLiteModel, options: Optional[Options] = None, executor: O
             ref = TensorRef(s, t, name, tuple(tensor.ints("shape")))
             if external:
                 elements = math.prod(max(0, d) for d in ref.shape)
-                kept.append(KeptTensor(ref, b, elements, "external", f"its data lives in external buffer {external}, outside the file"))
+                kept.append(
+                    KeptTensor(
+                        ref, b, elements, "external", f"its data lives in external buffer {external}, outside the file"
+                    )
+                )
                 if data.size:
                     kept_readers[b].append(f"float32 tensor {t} of subgraph {s}")
                 continue
@@ -419,7 +453,7 @@ def make_plan(model: TFLiteModel, options: Optional[Options] = None, executor: O
         raise LossyModelError(_lossy_error_message(lossy, candidates, options.max_cast_error))
 
     conversions = []
-    sparse: List[TensorRef] = []
+    sparse: list[TensorRef] = []
     for b in buffers:
         refs = candidates[b]
         if b in lossy and options.lossy == "keep":
@@ -446,7 +480,7 @@ def make_plan(model: TFLiteModel, options: Optional[Options] = None, executor: O
     present_customs = {_name(c.get("custom_code")) for c, op in zip(codes, ops_of_codes) if op == _CUSTOM}
     for name in options.skip_ops:
         if name.startswith("CUSTOM:"):
-            present = name[len("CUSTOM:"):] in present_customs
+            present = name[len("CUSTOM:") :] in present_customs
         else:
             present = BUILTIN_OPS[name] in present_builtins
         if not present:
@@ -455,12 +489,14 @@ def make_plan(model: TFLiteModel, options: Optional[Options] = None, executor: O
     dequantize_opcode = None
     min_runtime = None
     found_version = read_min_runtime_version(model)
-    metadata: Tuple[MetadataChange, ...] = ()
+    metadata: tuple[MetadataChange, ...] = ()
     conversion_metadata = None
     if conversions:
         metadata, conversion_metadata, metadata_warnings = plan_metadata(model, options.fp16_compute)
         warnings.extend(metadata_warnings)
-        dequantize_candidates = [i for i, op in enumerate(ops_of_codes) if op == DEQUANTIZE and not codes[i].get("custom_code")]
+        dequantize_candidates = [
+            i for i, op in enumerate(ops_of_codes) if op == DEQUANTIZE and not codes[i].get("custom_code")
+        ]
         if dequantize_candidates:
             dequantize_opcode = max(dequantize_candidates, key=lambda i: (codes[i].get("version"), -i))
         if found_version is not None:
@@ -469,16 +505,24 @@ def make_plan(model: TFLiteModel, options: Optional[Options] = None, executor: O
                 min_runtime = (found_version[1], MIN_RUNTIME_VERSION)
                 metadata = (MetadataChange(MIN_RUNTIME_VERSION_KEY.decode(), "raised", *min_runtime),) + metadata
     return Plan(
-        tuple(conversions), tuple(kept), dequantize_opcode, min_runtime, tuple(sparse), tuple(warnings),
-        dict(constants), found_version[1] if found_version is not None else None,
-        metadata, conversion_metadata, options.fp16_compute,
+        tuple(conversions),
+        tuple(kept),
+        dequantize_opcode,
+        min_runtime,
+        tuple(sparse),
+        tuple(warnings),
+        dict(constants),
+        found_version[1] if found_version is not None else None,
+        metadata,
+        conversion_metadata,
+        options.fp16_compute,
     )
 
 
-def _stats_by_buffer(model: TFLiteModel, buffers: List[int], executor: Optional[Executor]) -> Dict[int, ValueStats]:
+def _stats_by_buffer(model: TFLiteModel, buffers: list[int], executor: Executor | None) -> dict[int, ValueStats]:
     """Value statistics of each buffer's data, each distinct data array measured once
     (a file may point several buffers at one data vector)."""
-    distinct: Dict[int, Tuple[np.ndarray, List[int]]] = {}
+    distinct: dict[int, tuple[np.ndarray, list[int]]] = {}
     for b in buffers:
         data = model.buffer_data(b)
         distinct.setdefault(id(data), (data, []))[1].append(b)
@@ -487,11 +531,13 @@ def _stats_by_buffer(model: TFLiteModel, buffers: List[int], executor: Optional[
     return {b: values for (_, members), values in zip(groups, measured) for b in members}
 
 
-def _find_lossy(model: TFLiteModel, stats: Dict[int, ValueStats], limit: float, executor: Optional[Executor]) -> Dict[int, str]:
+def _find_lossy(
+    model: TFLiteModel, stats: dict[int, ValueStats], limit: float, executor: Executor | None
+) -> dict[int, str]:
     """Buffer -> why its cast is lossy, for every lossy buffer. Exact errors only where the bound
     exceeds ``limit``, once per distinct data array."""
     lossy = {}
-    found: Dict[int, str] = {}
+    found: dict[int, str] = {}
     for b, values in stats.items():
         if not values.saturates and values.error_bound() <= limit:
             continue
@@ -515,9 +561,13 @@ def lossy_detail(data: np.ndarray, stats: CastStats, limit: float) -> str:
     n = stats.elements
     if stats.saturated:
         beyond = data[np.abs(data) > FLOAT16_MAX]
-        infinities = [s for s, present in (("+inf", np.isposinf(beyond).any()), ("-inf", np.isneginf(beyond).any())) if present]
+        infinities = [
+            s for s, present in (("+inf", np.isposinf(beyond).any()), ("-inf", np.isneginf(beyond).any())) if present
+        ]
         if stats.saturated == 1 and infinities:
-            parts.append(f"value {infinities[0]} would become {infinities[0][0]}65504 (the cast saturates at the largest float16)")
+            parts.append(
+                f"value {infinities[0]} would become {infinities[0][0]}65504 (the cast saturates at the largest float16)"
+            )
         else:
             finite = beyond[np.isfinite(beyond)]
             examples = infinities + ([f"largest finite {_g(float(np.abs(finite).max()))}"] if finite.size else [])
@@ -538,7 +588,7 @@ def lossy_detail(data: np.ndarray, stats: CastStats, limit: float) -> str:
     return "; ".join(parts)
 
 
-def _lossy_error_message(lossy: Dict[int, str], candidates: Dict[int, List[TensorRef]], limit: float) -> str:
+def _lossy_error_message(lossy: dict[int, str], candidates: dict[int, list[TensorRef]], limit: float) -> str:
     names = []
     for b, detail in lossy.items():
         for ref in candidates[b]:

@@ -18,15 +18,16 @@ Values by field kind (see ``schema/tflite_schema.json``):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
 from ..schema import SCHEMA, TABLES
 
-__all__ = ["Table", "TFLiteModel", "TENSOR_TYPES", "BUILTIN_OPS", "op_of", "detail_references"]
+__all__ = ["BUILTIN_OPS", "TENSOR_TYPES", "TFLiteModel", "Table", "detail_references", "op_of"]
 
 TENSOR_TYPES: Mapping[str, int] = SCHEMA.enums["TensorType"]
 BUILTIN_OPS: Mapping[str, int] = SCHEMA.enums["BuiltinOperator"]
@@ -36,9 +37,7 @@ DEQUANTIZE = BUILTIN_OPS["DEQUANTIZE"]
 DENSIFY = BUILTIN_OPS["DENSIFY"]
 
 
-_DEFAULTS: Dict[str, Dict[str, Any]] = {
-    name: {f.name: f.default for f in spec.fields} for name, spec in TABLES.items()
-}
+_DEFAULTS: dict[str, dict[str, Any]] = {name: {f.name: f.default for f in spec.fields} for name, spec in TABLES.items()}
 
 
 class Table:
@@ -49,11 +48,11 @@ class Table:
     tensor, operator and buffer, and this is the reader's and editor's hot path.)
     """
 
-    __slots__ = ("name", "fields")
+    __slots__ = ("fields", "name")
 
-    def __init__(self, name: str, fields: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(self, name: str, fields: dict[str, Any] | None = None) -> None:
         self.name = name
-        self.fields: Dict[str, Any] = {} if fields is None else fields
+        self.fields: dict[str, Any] = {} if fields is None else fields
 
     def __repr__(self) -> str:
         return f"Table({self.name!r}, {self.fields!r})"
@@ -66,7 +65,7 @@ class Table:
     def has(self, name: str) -> bool:
         return name in self.fields
 
-    def replace(self, **changes: Any) -> "Table":
+    def replace(self, **changes: Any) -> Table:
         """A copy with some fields changed; a value of ``None`` removes the field."""
         known = _DEFAULTS[self.name]
         fields = dict(self.fields)
@@ -79,11 +78,11 @@ class Table:
                 fields[name] = value
         return Table(self.name, fields)
 
-    def tables(self, name: str) -> Tuple["Table", ...]:
+    def tables(self, name: str) -> tuple[Table, ...]:
         """A vector-of-tables field, empty when absent."""
         return self.fields.get(name, ())
 
-    def ints(self, name: str) -> List[int]:
+    def ints(self, name: str) -> list[int]:
         """A vector-of-integers field as a list, empty when absent."""
         value = self.fields.get(name)
         if value is None:
@@ -111,22 +110,22 @@ class TFLiteModel:
     external: int = 0  # buffers whose data the file stores after the flatbuffer (Buffer.offset/size)
     base: int = 0  # the address of the file's first byte, when read from one (see offset_of)
 
-    def offset_of(self, array: np.ndarray) -> Optional[int]:
+    def offset_of(self, array: np.ndarray) -> int | None:
         """Where ``array`` (a view of the file read, such as buffer data) starts in the file."""
         if not self.base or not isinstance(array, np.ndarray) or array.size == 0:
             return None
         return int(array.__array_interface__["data"][0]) - self.base
 
     @cached_property
-    def buffers(self) -> Tuple[Table, ...]:
+    def buffers(self) -> tuple[Table, ...]:
         return self.root.tables("buffers")
 
     @property
-    def subgraphs(self) -> Tuple[Table, ...]:
+    def subgraphs(self) -> tuple[Table, ...]:
         return self.root.tables("subgraphs")
 
     @property
-    def operator_codes(self) -> Tuple[Table, ...]:
+    def operator_codes(self) -> tuple[Table, ...]:
         return self.root.tables("operator_codes")
 
     def buffer_data(self, index: int) -> np.ndarray:
@@ -153,7 +152,7 @@ def op_of(operator_code: Table) -> int:
 TENSOR_INDEX_DETAILS = ("BlockwiseQuantization", "MultiAxisQuantization")
 
 
-def detail_references(tensor: Table) -> Tuple[Tuple[str, int], ...]:
+def detail_references(tensor: Table) -> tuple[tuple[str, int], ...]:
     """(field, tensor index) of each tensor that ``tensor``'s blockwise or multi-axis quantization
     names (its scales and zero points; a zero point of -1 names none)."""
     quantization = tensor.fields.get("quantization")

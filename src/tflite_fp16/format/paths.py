@@ -28,15 +28,23 @@ import socket
 import stat
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, List, Optional, TypeVar, Union
+from typing import BinaryIO, TypeVar, Union
 
 from ..errors import InputNotFoundError, OutputError
 from ..text import quote
 
 __all__ = [
-    "TEMP_PREFIX", "OutputTarget", "atomic_write", "check_output", "existing_input", "file_identity", "pause_for_tests",
-    "same_file", "temp_listeners",
+    "TEMP_PREFIX",
+    "OutputTarget",
+    "atomic_write",
+    "check_output",
+    "existing_input",
+    "file_identity",
+    "pause_for_tests",
+    "same_file",
+    "temp_listeners",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -48,7 +56,7 @@ _T = TypeVar("_T")
 
 #: Called with ("created" | "gone", path) for every temporary file; the command's supervisor
 #: process listens, so that it can remove the file if the worker dies by a signal it cannot catch.
-temp_listeners: List[Callable[[str, str], None]] = []
+temp_listeners: list[Callable[[str, str], None]] = []
 
 
 @dataclass(frozen=True)
@@ -91,7 +99,7 @@ def same_file(a: PathLike, b: PathLike) -> bool:
         return False
 
 
-def _fail(path: str, message: str, cause: Optional[OSError] = None) -> OutputError:
+def _fail(path: str, message: str, cause: OSError | None = None) -> OutputError:
     error = OutputError(f"cannot write {quote(path)}: {message}")
     if cause is not None:
         error.errno = cause.errno
@@ -105,15 +113,18 @@ def check_output(path: PathLike) -> OutputTarget:
         raise _fail(user, "the output path is empty")
     final = os.path.realpath(user) if os.path.islink(user) else os.path.abspath(user)
     try:
-        info: Optional[os.stat_result] = os.stat(final)
+        info: os.stat_result | None = os.stat(final)
     except FileNotFoundError:
         info = None
     except OSError as error:
         raise _fail(user, error.strerror or str(error), error) from None
     if info is not None:
         if stat.S_ISDIR(info.st_mode):
-            raise _fail(user, "it is a directory; give the output file's name (for example "
-                        f"{quote(os.path.join(user, 'model_fp16.tflite'))})")
+            raise _fail(
+                user,
+                "it is a directory; give the output file's name (for example "
+                f"{quote(os.path.join(user, 'model_fp16.tflite'))})",
+            )
         if not stat.S_ISREG(info.st_mode):
             raise _fail(user, "it exists and is not a regular file (a FIFO, socket or device); refusing to replace it")
     directory = os.path.dirname(final) or "."
@@ -134,7 +145,7 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(directory: str) -> List[str]:
+def remove_stale_temporaries(directory: str) -> list[str]:
     """Remove temporary files this tool left in ``directory`` on this host from processes that are gone."""
     removed = []
     try:
@@ -169,7 +180,7 @@ class _Durable:
         self.synced = 0
         self.advise = getattr(os, "posix_fadvise", None)
 
-    def write(self, data: "bytes | bytearray | memoryview") -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         count = self.handle.write(data)
         self.written += count
         if self.advise is not None and self.written - self.synced >= _WRITEBACK_BYTES:
@@ -199,14 +210,18 @@ def pause_for_tests(point: str) -> None:
         time.sleep(0.01)
 
 
-def atomic_write(target: OutputTarget, fill: Callable[[BinaryIO], _T], before_commit: Optional[Callable[[str], None]] = None) -> _T:
+def atomic_write(
+    target: OutputTarget, fill: Callable[[BinaryIO], _T], before_commit: Callable[[str], None] | None = None
+) -> _T:
     """Write ``target`` through a temporary file renamed over it only when complete, durable
     (fsynced, then the directory fsynced) and accepted by ``before_commit(temporary_path)``.
     On any failure the temporary file is removed and the target is untouched."""
     directory = target.directory
     remove_stale_temporaries(directory)
     try:
-        fd, temporary = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{_HOST}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=directory)
+        fd, temporary = tempfile.mkstemp(
+            prefix=f"{TEMP_PREFIX}{_HOST}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=directory
+        )
     except OSError as error:
         raise _fail(target.path, error.strerror or str(error), error) from None
     for listener in temp_listeners:

@@ -12,16 +12,17 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Union
 
 import numpy as np
 
 from ..errors import InvalidModelError, UnsupportedModelError
-from .model import Table, TFLiteModel, detail_references
 from ..schema import NUMPY_DTYPES, SCALAR_FORMATS, SCHEMA, FieldSpec, Schema, TableSpec
+from .model import Table, TFLiteModel, detail_references
 
-__all__ = ["read_model", "open_model", "parse_model", "parse_table"]
+__all__ = ["open_model", "parse_model", "parse_table", "read_model"]
 
 _U32 = struct.Struct("<I")
 _I32 = struct.Struct("<i")
@@ -30,17 +31,23 @@ _CODES = {name: fmt[1] for name, (fmt, _) in SCALAR_FORMATS.items()}
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-_VECTORS: Dict[Tuple[int, str], struct.Struct] = {}
+_VECTORS: dict[tuple[int, str], struct.Struct] = {}
 _STRING_FIELD = FieldSpec(name="item", slot=0, kind="string")
 
 
 class _Layout:
     """The fields a vtable declares for one table type, decoded once per vtable."""
 
-    __slots__ = ("inline_size", "packer", "fields", "unions", "wide")
+    __slots__ = ("fields", "inline_size", "packer", "unions", "wide")
 
-    def __init__(self, inline_size: int, packer: struct.Struct, fields: List[Tuple[FieldSpec, int]],
-                 unions: List[Tuple[FieldSpec, int]], wide: Tuple[int, ...] = ()) -> None:
+    def __init__(
+        self,
+        inline_size: int,
+        packer: struct.Struct,
+        fields: list[tuple[FieldSpec, int]],
+        unions: list[tuple[FieldSpec, int]],
+        wide: tuple[int, ...] = (),
+    ) -> None:
         self.inline_size = inline_size
         self.packer = packer  # every non-union field, in offset order (references as uint32)
         self.fields = fields  # (field, offset in table) in the packer's order
@@ -81,19 +88,19 @@ class _Parser:
         # that shares none do not overlap, so covering more bytes than the file holds means
         # sharing, and ends the attempt early.
         self.memoize = memoize
-        self.positions: List[int] = []
+        self.positions: list[int] = []
         self.covered = 0
         self.end = 0  # one past the last byte any object of the flatbuffer uses
-        self.layouts: Dict[Tuple[int, str], _Layout] = {}
+        self.layouts: dict[tuple[int, str], _Layout] = {}
         # position -> (type, object) of every table, vector and string read
-        self.tables_at: Dict[int, Tuple[str, Any]] = {}
-        self.vectors_at: Dict[int, Tuple[Any, Any]] = {}
-        self.sizes: Dict[int, Tuple[int, int]] = {}  # id(object) -> its expanded (units, tables)
+        self.tables_at: dict[int, tuple[str, Any]] = {}
+        self.vectors_at: dict[int, tuple[Any, Any]] = {}
+        self.sizes: dict[int, tuple[int, int]] = {}  # id(object) -> its expanded (units, tables)
         self.shared = False
         self.units = 0  # units of expansion: the expanded sizes of the objects used again
         self.tables = 0  # tables read, plus those of the tables used again
         self.unit_limit = expansion_limit(size)
-        self.root: Optional[Table] = None
+        self.root: Table | None = None
 
     def _reuse(self, value: Any) -> None:
         """Charge the expanded size of an object used once more."""
@@ -147,9 +154,9 @@ class _Parser:
         self._span(vtable, vt_size, f"vtable of {spec.name} ({where})")
         slot_count = (vt_size - 4) // 2
         offsets = struct.unpack_from(f"<{slot_count}H", self.data, vtable + 4)
-        fields: List[Tuple[FieldSpec, int]] = []
-        unions: List[Tuple[FieldSpec, int]] = []
-        wide: List[int] = []
+        fields: list[tuple[FieldSpec, int]] = []
+        unions: list[tuple[FieldSpec, int]] = []
+        wide: list[int] = []
         for slot, offset in enumerate(offsets):
             if offset == 0:
                 continue
@@ -163,9 +170,13 @@ class _Parser:
                 )
             size = _SIZES[field.type] if field.kind == "scalar" else 4  # type: ignore[index]
             if offset < 4 or offset + size > inline_size:
-                raise InvalidModelError(f"{spec.name}.{field.name} ({where}) at table offset {offset} lies outside its table")
+                raise InvalidModelError(
+                    f"{spec.name}.{field.name} ({where}) at table offset {offset} lies outside its table"
+                )
             if offset % min(size, 4):
-                raise InvalidModelError(f"{spec.name}.{field.name} ({where}) at table offset {offset} is not aligned to its size")
+                raise InvalidModelError(
+                    f"{spec.name}.{field.name} ({where}) at table offset {offset} is not aligned to its size"
+                )
             if size == 8:
                 wide.append(offset)
             (unions if field.kind == "union" else fields).append((field, offset))
@@ -213,8 +224,10 @@ class _Parser:
             self.end = end
         for offset in layout.wide:
             if (pos + offset) % 8:
-                raise InvalidModelError(f"a 64-bit field of {spec.name} ({where}) at offset {pos + offset} is not 8-byte aligned")
-        fields: Dict[str, Any] = {}
+                raise InvalidModelError(
+                    f"a 64-bit field of {spec.name} ({where}) at offset {pos + offset} is not 8-byte aligned"
+                )
+        fields: dict[str, Any] = {}
         values = layout.packer.unpack_from(data, pos)
         for (field, offset), value in zip(layout.fields, values):
             if field.kind == "scalar":
@@ -315,7 +328,7 @@ class _Shared(Exception):
     """Raised by a parser without memoization when the file shares objects."""
 
 
-def _expanded(value: Any, sizes: Dict[int, Tuple[int, int]]) -> Tuple[int, int]:
+def _expanded(value: Any, sizes: dict[int, tuple[int, int]]) -> tuple[int, int]:
     """(units, tables) of ``value`` with every shared part counted at every use: a table or a
     vector counts 1, plus its elements (a vector of bytes counts 1), plus a string's bytes.
     Cached by identity in ``sizes``, so each distinct object is walked once."""
@@ -372,8 +385,14 @@ def parse_model(data: Any) -> TFLiteModel:
     parser._charge(0, 0)  # the tables read for the first time count too
     root, end, external = _external_data(root, data, size, parser.end)
     base = int(np.frombuffer(data, np.uint8, 1).__array_interface__["data"][0])
-    model = TFLiteModel(root=root, trailing=memoryview(data)[_trailing_start(data, end, size):], shared=parser.shared,
-                        tables=parser.tables, external=external, base=base)
+    model = TFLiteModel(
+        root=root,
+        trailing=memoryview(data)[_trailing_start(data, end, size) :],
+        shared=parser.shared,
+        tables=parser.tables,
+        external=external,
+        base=base,
+    )
     _check_model(model)
     return model
 
@@ -412,7 +431,7 @@ def _trailing_start(data: Any, end: int, size: int) -> int:
     return end
 
 
-def _external_data(root: Table, data: Any, size: int, flatbuffer_end: int) -> Tuple[Table, int, int]:
+def _external_data(root: Table, data: Any, size: int, flatbuffer_end: int) -> tuple[Table, int, int]:
     """Data stored after the flatbuffer (the layout of models over 2 GB) becomes
     ordinary fields that view the same bytes: ``Buffer.offset/size`` (offset > 1)
     becomes ``Buffer.data``, and ``Operator.large_custom_options_offset/size``
@@ -426,9 +445,9 @@ def _external_data(root: Table, data: Any, size: int, flatbuffer_end: int) -> Tu
     Returns the root, the end of the last byte the model uses, and how many buffers held their
     data after the flatbuffer.
     """
-    ranges: List[Tuple[int, int]] = []
-    views: Dict[Tuple[int, int], np.ndarray] = {}
-    replaced: Dict[int, Table] = {}
+    ranges: list[tuple[int, int]] = []
+    views: dict[tuple[int, int], np.ndarray] = {}
+    replaced: dict[int, Table] = {}
 
     def inline(table: Table, offset_field: str, size_field: str, data_field: str, what: str) -> Table:
         known = replaced.get(id(table))
@@ -465,19 +484,27 @@ def _external_data(root: Table, data: Any, size: int, flatbuffer_end: int) -> Tu
             for b, buffer in enumerate(buffers)
         )
     subgraphs = list(root.tables("subgraphs"))
-    rewritten: Dict[int, Table] = {}
+    rewritten: dict[int, Table] = {}
     for s, subgraph in enumerate(subgraphs):
         if id(subgraph) in rewritten:
             subgraphs[s] = rewritten[id(subgraph)]
             continue
         operators = subgraph.tables("operators")
         if any(operator.get("large_custom_options_offset") > 1 for operator in operators):
-            subgraphs[s] = rewritten[id(subgraph)] = subgraph.replace(operators=tuple(
-                inline(operator, "large_custom_options_offset", "large_custom_options_size", "custom_options",
-                       f"subgraph {s} operator {o} (custom options)")
-                if operator.get("large_custom_options_offset") > 1 else operator
-                for o, operator in enumerate(operators)
-            ))
+            subgraphs[s] = rewritten[id(subgraph)] = subgraph.replace(
+                operators=tuple(
+                    inline(
+                        operator,
+                        "large_custom_options_offset",
+                        "large_custom_options_size",
+                        "custom_options",
+                        f"subgraph {s} operator {o} (custom options)",
+                    )
+                    if operator.get("large_custom_options_offset") > 1
+                    else operator
+                    for o, operator in enumerate(operators)
+                )
+            )
             changes["subgraphs"] = tuple(subgraphs)
     end = flatbuffer_end
     for start, stop in sorted(ranges):
@@ -495,15 +522,18 @@ def _external_data(root: Table, data: Any, size: int, flatbuffer_end: int) -> Tu
 
 # Options fields that name a subgraph (WHILE's body, IF's branches, CALL_ONCE, StableHLO regions, ...).
 # Scalars (``body_subgraph_index``) and vectors (STABLEHLO_CASE's ``branch_subgraph_indices``).
-_SUBGRAPH_FIELDS: Dict[str, Tuple[str, ...]] = {
+_SUBGRAPH_FIELDS: dict[str, tuple[str, ...]] = {
     name: names
     for name, spec in SCHEMA.tables.items()
     if name.endswith("Options")
-    for names in [tuple(
-        f.name for f in spec.fields
-        if (f.kind == "scalar" and (f.name.endswith("subgraph_index") or f.name == "subgraph"))
-        or (f.kind == "vector_scalar" and f.name.endswith("subgraph_indices"))
-    )]
+    for names in [
+        tuple(
+            f.name
+            for f in spec.fields
+            if (f.kind == "scalar" and (f.name.endswith("subgraph_index") or f.name == "subgraph"))
+            or (f.kind == "vector_scalar" and f.name.endswith("subgraph_indices"))
+        )
+    ]
     if names
 }
 
@@ -516,10 +546,14 @@ def _check_model(model: TFLiteModel) -> None:
     n_subgraphs = len(model.subgraphs)
     for m, entry in enumerate(model.root.tables("metadata")):
         if entry.get("buffer") >= n_buffers:
-            raise InvalidModelError(f"metadata {m} refers to buffer {entry.get('buffer')}, but the model has {n_buffers} buffers")
+            raise InvalidModelError(
+                f"metadata {m} refers to buffer {entry.get('buffer')}, but the model has {n_buffers} buffers"
+            )
     for index in model.root.ints("metadata_buffer"):
         if not 0 <= index < n_buffers:
-            raise InvalidModelError(f"Model.metadata_buffer refers to buffer {index}, but the model has {n_buffers} buffers")
+            raise InvalidModelError(
+                f"Model.metadata_buffer refers to buffer {index}, but the model has {n_buffers} buffers"
+            )
     for s, subgraph in enumerate(model.subgraphs):
         tensors = subgraph.tables("tensors")
         n_tensors = len(tensors)
@@ -528,7 +562,7 @@ def _check_model(model: TFLiteModel) -> None:
                 raise InvalidModelError(
                     f"subgraph {s} tensor {t} refers to buffer {tensor.get('buffer')}, but the model has {n_buffers} buffers"
                 )
-            for field, index in (detail_references(tensor) if "quantization" in tensor.fields else ()):
+            for field, index in detail_references(tensor) if "quantization" in tensor.fields else ():
                 if not 0 <= index < n_tensors:
                     raise InvalidModelError(
                         f"subgraph {s} tensor {t}: its quantization's {field} refers to tensor {index}, "
@@ -542,7 +576,9 @@ def _check_model(model: TFLiteModel) -> None:
                     f"subgraph {s} operator {o} uses operator code {operator.get('opcode_index')}, but the model has {n_codes}"
                 )
             for name in ("inputs", "outputs", "intermediates"):
-                _check_tensor_indices(operator.ints(name), n_tensors, f"subgraph {s} operator {o} {name}", s, optional=True)
+                _check_tensor_indices(
+                    operator.ints(name), n_tensors, f"subgraph {s} operator {o} {name}", s, optional=True
+                )
             for name in ("builtin_options", "builtin_options_2"):
                 options = operator.fields.get(name)
                 if options is None:

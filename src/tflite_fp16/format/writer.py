@@ -28,10 +28,18 @@ from __future__ import annotations
 
 import os
 import struct
-from functools import lru_cache
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Dict, Iterator, List, NamedTuple, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
+from functools import lru_cache
+from typing import (
+    Any,
+    BinaryIO,
+    NamedTuple,
+    Protocol,
+    Union,
+    runtime_checkable,
+)
 
 import numpy as np
 
@@ -42,7 +50,14 @@ from .model import Table, TFLiteModel
 from .paths import OutputTarget, atomic_write, check_output
 
 __all__ = [
-    "FLATBUFFER_LIMIT", "LAYOUTS", "DeferredData", "WriteContext", "copy_file", "serialize", "serialize_table", "to_bytes",
+    "FLATBUFFER_LIMIT",
+    "LAYOUTS",
+    "DeferredData",
+    "WriteContext",
+    "copy_file",
+    "serialize",
+    "serialize_table",
+    "to_bytes",
     "write_model",
 ]
 
@@ -57,7 +72,7 @@ _U64 = struct.Struct("<Q")
 _CODES = {name: fmt[1] for name, (fmt, _) in SCALAR_FORMATS.items()}
 _SIZES = {name: size for name, (_, size) in SCALAR_FORMATS.items()}
 _ZEROS = bytes(16)
-_VECTORS: Dict[Tuple[int, str], struct.Struct] = {}
+_VECTORS: dict[tuple[int, str], struct.Struct] = {}
 _OFFSET_KINDS = ("string", "table", "vector_scalar", "vector_string", "vector_table", "union")
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -86,7 +101,7 @@ class DeferredData(Protocol):
     def prepare_group(cls, items: Sequence[Any]) -> None: ...
 
 
-Data = Union[np.ndarray, DeferredData]
+Data = np.ndarray | DeferredData
 
 
 @dataclass(frozen=True)
@@ -96,24 +111,26 @@ class _Template:
     vtable: bytes
     align: int
     packer: struct.Struct  # the soffset to the vtable, then every field in layout order
-    layout: Tuple[Tuple[str, bool], ...]  # (field name, is a reference) in layout order
-    references: Tuple[Tuple[int, str, Any], ...]  # (byte offset in the table, field name, FieldSpec)
-    offsets: Dict[str, int]  # byte offset in the table of each field
+    layout: tuple[tuple[str, bool], ...]  # (field name, is a reference) in layout order
+    references: tuple[tuple[int, str, Any], ...]  # (byte offset in the table, field name, FieldSpec)
+    offsets: dict[str, int]  # byte offset in the table of each field
 
 
 @lru_cache(maxsize=4096)
-def _template(name: str, field_names: Tuple[str, ...]) -> _Template:
+def _template(name: str, field_names: tuple[str, ...]) -> _Template:
     """Fields largest first (then by slot), each aligned to its size, after the 4-byte soffset."""
     spec = TABLES[name]
     if name == "Buffer" and any(spec.by_name[f].kind != "scalar" and f != "data" for f in field_names):
         raise AssertionError("Buffer has a reference field besides data: teach the writer about it")
     fields = [spec.by_name[f] for f in field_names]
-    sized = sorted(((4 if f.kind in _OFFSET_KINDS else _SIZES[f.type], f) for f in fields), key=lambda p: (-p[0], p[1].slot))  # type: ignore[index]
+    sized = sorted(
+        ((4 if f.kind in _OFFSET_KINDS else _SIZES[f.type], f) for f in fields), key=lambda p: (-p[0], p[1].slot)
+    )  # type: ignore[index]
     fmt = ["<i"]
     position = 4
-    offsets: Dict[str, int] = {}
-    layout: List[Tuple[str, bool]] = []
-    references: List[Tuple[int, str, Any]] = []
+    offsets: dict[str, int] = {}
+    layout: list[tuple[str, bool]] = []
+    references: list[tuple[int, str, Any]] = []
     for size, field in sized:
         pad = -position % size
         if pad:
@@ -143,16 +160,16 @@ _REFERENCE_WRITERS = {
     "vector_table": "emitter.tables({value})",
     "vector_string": "emitter.strings({value})",
 }
-Emit = Callable[["_Emitter", Dict[str, Any]], int]
+Emit = Callable[["_Emitter", dict[str, Any]], int]
 # Generated writers, by (sharing mode, table type, field order as met) (the fast lookup), and by
 # (sharing mode, table type, field set) (each set compiled once). Both are bounded: a long-running
 # process that rewrites models with ever new field orders or sets must not grow without end.
-_EMITTERS: Dict[Tuple[bool, str, Tuple[str, ...]], Emit] = {}
-_COMPILED: Dict[Tuple[bool, str, Tuple[str, ...]], Emit] = {}
+_EMITTERS: dict[tuple[bool, str, tuple[str, ...]], Emit] = {}
+_COMPILED: dict[tuple[bool, str, tuple[str, ...]], Emit] = {}
 _CACHE_LIMIT = 4096
 
 
-def _emitter_for(linking: bool, name: str, field_names: Tuple[str, ...]) -> Emit:
+def _emitter_for(linking: bool, name: str, field_names: tuple[str, ...]) -> Emit:
     canonical = (linking, name, tuple(sorted(field_names)))
     emit = _COMPILED.get(canonical)
     if emit is None:
@@ -196,8 +213,13 @@ def _compile(template: _Template, linking: bool = False) -> Emit:
             call = _REFERENCE_WRITERS[field.kind].format(value=f"fields[{name!r}]", type=field.type)
             lines.append(f"    U32_INTO(out, at + {offset}, {call} - at - {offset})")
     lines.append("    return at")
-    namespace: Dict[str, Any] = {"VTABLE": template.vtable, "PACK": template.packer.pack, "ZEROS": _ZEROS, "U32_INTO": _U32.pack_into}
-    exec("\n".join(lines), namespace)  # noqa: S102 (code built above from the schema record only)
+    namespace: dict[str, Any] = {
+        "VTABLE": template.vtable,
+        "PACK": template.packer.pack,
+        "ZEROS": _ZEROS,
+        "U32_INTO": _U32.pack_into,
+    }
+    exec("\n".join(lines), namespace)
     return namespace["emit"]  # type: ignore[no-any-return]
 
 
@@ -210,11 +232,11 @@ class _Emitter:
     def __init__(self, layout: str) -> None:
         self.layout = layout
         self.out = bytearray()
-        self.vtables: Dict[bytes, int] = {}
-        self.region: List[Tuple[int, Data]] = []  # (position in part 2, data)
-        self.placed: Dict[int, int] = {}  # id(data) -> its position in part 2
+        self.vtables: dict[bytes, int] = {}
+        self.region: list[tuple[int, Data]] = []  # (position in part 2, data)
+        self.placed: dict[int, int] = {}  # id(data) -> its position in part 2
         self.region_end = 0
-        self.patches: List[Tuple[int, int]] = []  # (position in part 1, position in part 2)
+        self.patches: list[tuple[int, int]] = []  # (position in part 1, position in part 2)
         self.table_count = 0
 
     def _pad(self, alignment: int) -> None:
@@ -249,7 +271,7 @@ class _Emitter:
             emit = _emitter_for(*key)
         return emit(self, fields)
 
-    def _buffer(self, fields: Dict[str, Any]) -> int:
+    def _buffer(self, fields: dict[str, Any]) -> int:
         """A Buffer whose data goes to part 2: its reference (the data offset, or
         Buffer.offset in the offset layout) is a placeholder until :meth:`finish`."""
         data = fields["data"]
@@ -342,7 +364,7 @@ class _Emitter:
         """Nothing is deferred without sharing (see :class:`_SharingEmitter`)."""
 
 
-_Key = Tuple[int, str, Optional[str]]
+_Key = tuple[int, str, str | None]
 
 
 class _SharingEmitter(_Emitter):
@@ -358,13 +380,13 @@ class _SharingEmitter(_Emitter):
 
     linking = True
 
-    def __init__(self, layout: str, shared: Dict[_Key, Tuple[str, Any, Optional[str]]], order: List[_Key]) -> None:
+    def __init__(self, layout: str, shared: dict[_Key, tuple[str, Any, str | None]], order: list[_Key]) -> None:
         super().__init__(layout)
         self.shared = shared
         self.order = order
-        self.uses: Dict[_Key, List[int]] = {key: [] for key in shared}
+        self.uses: dict[_Key, list[int]] = {key: [] for key in shared}
 
-    def link(self, kind: str, value: Any, scalar_type: Optional[str], where: int) -> None:
+    def link(self, kind: str, value: Any, scalar_type: str | None, where: int) -> None:
         """Point the offset at ``where`` to ``value``, writing it now unless it is shared."""
         key = (id(value), kind, scalar_type)
         uses = self.uses.get(key)
@@ -373,7 +395,7 @@ class _SharingEmitter(_Emitter):
             return
         _U32.pack_into(self.out, where, self._write(kind, value, scalar_type) - where)
 
-    def _write(self, kind: str, value: Any, scalar_type: Optional[str]) -> int:
+    def _write(self, kind: str, value: Any, scalar_type: str | None) -> int:
         if kind == "table":
             return self.table(value)
         if kind == "string":
@@ -399,25 +421,25 @@ class _SharingEmitter(_Emitter):
                 _U32.pack_into(self.out, where, at - where)
 
 
-def _object_graph(root: Table) -> Tuple[Dict[_Key, Tuple[str, Any, Optional[str]]], List[_Key], int]:
+def _object_graph(root: Table) -> tuple[dict[_Key, tuple[str, Any, str | None]], list[_Key], int]:
     """The objects used more than once (by key: identity, kind and element type), an order
     in which every object comes after all objects that refer to it, and the number of
     tables of the expanded model (a shared table counted at every use, as LiteRT's
     verifier counts). Linear in the number of distinct objects and references."""
-    uses: Dict[_Key, int] = {}
-    objects: Dict[_Key, Tuple[str, Any, Optional[str]]] = {}
-    children: Dict[_Key, List[_Key]] = {}
-    postorder: List[_Key] = []
-    tables_below: Dict[_Key, int] = {}
+    uses: dict[_Key, int] = {}
+    objects: dict[_Key, tuple[str, Any, str | None]] = {}
+    children: dict[_Key, list[_Key]] = {}
+    postorder: list[_Key] = []
+    tables_below: dict[_Key, int] = {}
 
-    def visit(kind: str, value: Any, scalar_type: Optional[str]) -> _Key:
+    def visit(kind: str, value: Any, scalar_type: str | None) -> _Key:
         key = (id(value), kind, scalar_type)
         if key in uses:
             uses[key] += 1
             return key
         uses[key] = 1
         objects[key] = (kind, value, scalar_type)
-        below: List[_Key] = []
+        below: list[_Key] = []
         if kind == "table":
             spec = TABLES[value.name]
             for name, item in value.fields.items():
@@ -442,7 +464,7 @@ def _object_graph(root: Table) -> Tuple[Dict[_Key, Tuple[str, Any, Optional[str]
 MAX_TABLES = 1_000_000  # LiteRT's verifier refuses a flatbuffer with more (a shared table counted at every use)
 
 
-def _layout_for(model: TFLiteModel, layout: str) -> Tuple[bytearray, List[Tuple[int, Data]], int, str]:
+def _layout_for(model: TFLiteModel, layout: str) -> tuple[bytearray, list[tuple[int, Data]], int, str]:
     """Lay the model out in memory (part 1 and the places of part 2), checking it against
     the limits LiteRT's verifier enforces, before anything is written."""
     if layout not in LAYOUTS:
@@ -493,7 +515,7 @@ def check_table_limit(count: int, at_least: bool = False) -> None:
         )
 
 
-def _write_parts(handle: BinaryIO, model: TFLiteModel, layout: str) -> Tuple[int, str]:
+def _write_parts(handle: BinaryIO, model: TFLiteModel, layout: str) -> tuple[int, str]:
     head, region, region_size, chosen = _layout_for(model, layout)
     groupable = [data for _, data in region if not isinstance(data, np.ndarray) and data.groupable]
     next_group = 0  # groupable items before this index are prepared already
@@ -537,7 +559,7 @@ class WriteResult:
     layout: str  # "normal" or "offset"
 
 
-def serialize(model: TFLiteModel, layout: str = "auto") -> Tuple[bytes, str]:
+def serialize(model: TFLiteModel, layout: str = "auto") -> tuple[bytes, str]:
     """The whole output file as bytes, and the layout chosen (for :func:`~tflite_fp16.rewrite_bytes`)."""
     import io
 
@@ -551,14 +573,16 @@ def to_bytes(model: TFLiteModel, layout: str = "auto") -> bytes:
     return serialize(model, layout)[0]
 
 
-Check = Optional[Callable[[str], None]]
+Check = Callable[[str], None] | None
 
 
-def _target(path: Union[PathLike, OutputTarget]) -> OutputTarget:
+def _target(path: PathLike | OutputTarget) -> OutputTarget:
     return path if isinstance(path, OutputTarget) else check_output(path)
 
 
-def write_model(model: TFLiteModel, path: Union[PathLike, OutputTarget], layout: str = "auto", before_commit: Check = None) -> WriteResult:
+def write_model(
+    model: TFLiteModel, path: PathLike | OutputTarget, layout: str = "auto", before_commit: Check = None
+) -> WriteResult:
     """Write ``model`` to ``path`` atomically and durably (see :mod:`tflite_fp16.format.paths`).
 
     ``layout``: ``"normal"`` keeps buffer data inside the flatbuffer (up to
@@ -571,7 +595,7 @@ def write_model(model: TFLiteModel, path: Union[PathLike, OutputTarget], layout:
     return WriteResult(size, chosen)
 
 
-def copy_file(source: Any, path: Union[PathLike, OutputTarget], before_commit: Check = None) -> int:
+def copy_file(source: Any, path: PathLike | OutputTarget, before_commit: Check = None) -> int:
     """Write the bytes of ``source`` (a path, or a bytes-like object) to ``path`` atomically; return the size."""
 
     def fill(handle: BinaryIO) -> int:

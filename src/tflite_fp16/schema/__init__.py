@@ -8,23 +8,39 @@ this module turns it into lookup tables for the reader and the writer.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any
 
-__all__ = ["FieldSpec", "TableSpec", "Schema", "SCHEMA", "CONVERSION_SCHEMA", "TABLES", "SCALAR_FORMATS"]
+__all__ = ["CONVERSION_SCHEMA", "SCALAR_FORMATS", "SCHEMA", "TABLES", "FieldSpec", "Schema", "TableSpec"]
 
 # struct format and numpy dtype of each scalar type, little-endian.
-SCALAR_FORMATS: Mapping[str, Tuple[str, int]] = {
-    "bool": ("<?", 1), "int8": ("<b", 1), "uint8": ("<B", 1),
-    "int16": ("<h", 2), "uint16": ("<H", 2), "int32": ("<i", 4),
-    "uint32": ("<I", 4), "int64": ("<q", 8), "uint64": ("<Q", 8),
-    "float32": ("<f", 4), "float64": ("<d", 8),
+SCALAR_FORMATS: Mapping[str, tuple[str, int]] = {
+    "bool": ("<?", 1),
+    "int8": ("<b", 1),
+    "uint8": ("<B", 1),
+    "int16": ("<h", 2),
+    "uint16": ("<H", 2),
+    "int32": ("<i", 4),
+    "uint32": ("<I", 4),
+    "int64": ("<q", 8),
+    "uint64": ("<Q", 8),
+    "float32": ("<f", 4),
+    "float64": ("<d", 8),
 }
 NUMPY_DTYPES: Mapping[str, str] = {
-    "bool": "?", "int8": "i1", "uint8": "u1", "int16": "<i2", "uint16": "<u2",
-    "int32": "<i4", "uint32": "<u4", "int64": "<i8", "uint64": "<u8",
-    "float32": "<f4", "float64": "<f8",
+    "bool": "?",
+    "int8": "i1",
+    "uint8": "u1",
+    "int16": "<i2",
+    "uint16": "<u2",
+    "int32": "<i4",
+    "uint32": "<u4",
+    "int64": "<i8",
+    "uint64": "<u8",
+    "float32": "<f4",
+    "float64": "<f8",
 }
 
 
@@ -35,9 +51,9 @@ class FieldSpec:
     name: str
     slot: int
     kind: str  # scalar | string | table | vector_scalar | vector_string | vector_table | union
-    type: Optional[str] = None  # scalar type, or element type of a vector_scalar
-    table: Optional[str] = None  # table type of a table / vector_table field
-    union: Optional[str] = None  # union name of a union field
+    type: str | None = None  # scalar type, or element type of a vector_scalar
+    table: str | None = None  # table type of a table / vector_table field
+    union: str | None = None  # union name of a union field
     default: Any = None
     deprecated: bool = False
 
@@ -48,7 +64,7 @@ class TableSpec:
 
     name: str
     slots: int
-    fields: Tuple[FieldSpec, ...]
+    fields: tuple[FieldSpec, ...]
     by_slot: Mapping[int, FieldSpec]
     by_name: Mapping[str, FieldSpec]
 
@@ -66,7 +82,7 @@ class Schema:
 
 
 def _load(path: Path) -> Schema:
-    raw: Dict[str, Any] = json.loads(path.read_text())
+    raw: dict[str, Any] = json.loads(path.read_text())
     tables = {}
     for name, table in raw["tables"].items():
         fields = tuple(FieldSpec(**f) for f in table["fields"])
@@ -78,7 +94,9 @@ def _load(path: Path) -> Schema:
             by_name={f.name: f for f in fields},
         )
     return Schema(
-        source=", ".join(f"{name} {version}" for name, version in raw["packages"].items()) if "packages" in raw else raw["source"],
+        source=", ".join(f"{name} {version}" for name, version in raw["packages"].items())
+        if "packages" in raw
+        else raw["source"],
         file_identifier=raw["file_identifier"].encode("ascii"),
         root_table=raw["root_table"],
         tables=tables,

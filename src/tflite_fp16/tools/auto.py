@@ -35,8 +35,9 @@ import glob
 import math
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, Sequence, Tuple, Union
+from typing import Any, Union
 
 from ..conversion.edit import apply_plan
 from ..conversion.plan import BufferConversion, Plan, TensorRef, make_plan
@@ -62,7 +63,7 @@ class SearchChoice:
     the worst error it causes alone (in float16 with everything else float32)."""
 
     buffer: int
-    tensors: Tuple[TensorRef, ...]
+    tensors: tuple[TensorRef, ...]
     bytes_saved: int
     error_alone: float
     worst: str  # where that error is worst: "signature/output on sample"
@@ -73,11 +74,11 @@ class SearchResult:
     """What the search found."""
 
     tolerance: float
-    chosen: Tuple[SearchChoice, ...]  # kept float32 by the search
+    chosen: tuple[SearchChoice, ...]  # kept float32 by the search
     candidates: int  # converted buffers the search could choose from
     runs: int  # models run in LiteRT (each on every sample)
     default_error: float  # worst relative L2 error of the conversion without the search
-    patterns: Tuple[str, ...]  # keep patterns naming exactly the chosen tensors
+    patterns: tuple[str, ...]  # keep patterns naming exactly the chosen tensors
 
     @property
     def bytes_kept(self) -> int:
@@ -87,10 +88,11 @@ class SearchResult:
     def final_options(self, options: Options, verify: bool) -> Options:
         """``options`` for the final conversion: the chosen tensors kept, verified (``verify``) on
         the samples the search ran, and no search."""
-        return dataclasses.replace(options, auto=False, save_keep=None, keep=options.keep + self.patterns, verify=verify,
-                                   probes=True)
+        return dataclasses.replace(
+            options, auto=False, save_keep=None, keep=options.keep + self.patterns, verify=verify, probes=True
+        )
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The search as JSON-ready data (the report's ``auto`` section)."""
         return {
             "tolerance": self.tolerance,
@@ -99,8 +101,12 @@ class SearchResult:
             "default_rel_l2_error": json_number(self.default_error),
             "bytes_kept_float32": self.bytes_kept,
             "kept": [
-                {"tensors": [{"subgraph": t.subgraph, "tensor": t.tensor, "name": t.name} for t in c.tensors],
-                 "bytes": c.bytes_saved, "rel_l2_error_alone": json_number(c.error_alone), "worst": c.worst}
+                {
+                    "tensors": [{"subgraph": t.subgraph, "tensor": t.tensor, "name": t.name} for t in c.tensors],
+                    "bytes": c.bytes_saved,
+                    "rel_l2_error_alone": json_number(c.error_alone),
+                    "worst": c.worst,
+                }
                 for c in self.chosen
             ],
             "patterns": list(self.patterns),
@@ -108,12 +114,16 @@ class SearchResult:
 
     def summary(self) -> str:
         if not self.chosen:
-            return (f"auto: the conversion meets tolerance {self.tolerance:g} as it is "
-                    f"(worst relative L2 error {self.default_error:.3g}; {self.runs} LiteRT run{'s' if self.runs != 1 else ''})")
+            return (
+                f"auto: the conversion meets tolerance {self.tolerance:g} as it is "
+                f"(worst relative L2 error {self.default_error:.3g}; {self.runs} LiteRT run{'s' if self.runs != 1 else ''})"
+            )
         tensors = sum(len(c.tensors) for c in self.chosen)
-        return (f"auto: kept {tensors} tensor{'s' if tensors != 1 else ''} float32 ({self.bytes_kept:,} bytes) to meet tolerance "
-                f"{self.tolerance:g} (worst relative L2 error {self.default_error:.3g} without); {self.runs} LiteRT runs "
-                f"over {self.candidates} candidates")
+        return (
+            f"auto: kept {tensors} tensor{'s' if tensors != 1 else ''} float32 ({self.bytes_kept:,} bytes) to meet tolerance "
+            f"{self.tolerance:g} (worst relative L2 error {self.default_error:.3g} without); {self.runs} LiteRT runs "
+            f"over {self.candidates} candidates"
+        )
 
 
 def run_bound(candidates: int) -> int:
@@ -129,14 +139,13 @@ def keep_pattern(name: str) -> str:
     return glob.escape(name).replace("\n", "?").replace("\r", "?")
 
 
-def write_keep_file(path: "str | os.PathLike[str]", result: SearchResult) -> None:
+def write_keep_file(path: str | os.PathLike[str], result: SearchResult) -> None:
     """Write the names the search kept float32, one a line (what ``keep_from`` reads)."""
     header = f"tflite-fp16 --auto --tolerance {result.tolerance:g}: {len(result.patterns)} tensor names kept float32"
     write_patterns(path, header, result.patterns)
 
 
-
-def _worst(report: Any) -> Tuple[float, str]:
+def _worst(report: Any) -> tuple[float, str]:
     """The worst relative L2 error of a verification (inf with new non-finite values), and where."""
     worst = report.worst
     if worst is None:
@@ -186,8 +195,12 @@ def search(source: Source, options: Options) -> SearchResult:
     Raises :class:`~tflite_fp16.errors.VerificationError` when even the all-float32 model
     does not meet the tolerance (nothing can).
     """
-    plain = dataclasses.replace(options, auto=False, verify=False, save_keep=None)  # what to convert, as without the search
-    original = bytes(memoryview(source).cast("B")) if isinstance(source, (bytes, bytearray, memoryview)) else os.fspath(source)
+    plain = dataclasses.replace(
+        options, auto=False, verify=False, save_keep=None
+    )  # what to convert, as without the search
+    original = (
+        bytes(memoryview(source).cast("B")) if isinstance(source, (bytes, bytearray, memoryview)) else os.fspath(source)
+    )
     verifier = Verifier(original, options.inputs, probes=True, tolerance=options.tolerance)
     with gc_paused(), thread_pool() as executor:
         if isinstance(original, bytes):
@@ -231,7 +244,7 @@ def _search(model: TFLiteModel, original: Any, options: Options, verifier: Any, 
             itself,
         )
 
-    harm: Dict[int, Tuple[float, str]] = {}
+    harm: dict[int, tuple[float, str]] = {}
     progress = _Progress(len(conversions), options.progress)
     try:
         for conversion in conversions:
@@ -240,7 +253,7 @@ def _search(model: TFLiteModel, original: Any, options: Options, verifier: Any, 
     finally:
         progress.close()
 
-    def per_byte(c: BufferConversion) -> Tuple[float, int]:
+    def per_byte(c: BufferConversion) -> tuple[float, int]:
         error = harm[c.buffer][0]
         return (-(error / max(1, 2 * c.elements)) if math.isfinite(error) else -math.inf, c.elements)
 
@@ -272,15 +285,17 @@ def _search(model: TFLiteModel, original: Any, options: Options, verifier: Any, 
 
 def relabel(plan: Plan, result: SearchResult) -> Plan:
     """The plan with the tensors the search kept given reason ``tolerance`` and their error alone."""
-    chosen: Dict[Tuple[int, int], SearchChoice] = {(t.subgraph, t.tensor): c for c in result.chosen for t in c.tensors}
+    chosen: dict[tuple[int, int], SearchChoice] = {(t.subgraph, t.tensor): c for c in result.chosen for t in c.tensors}
     kept = []
     for entry in plan.kept:
         choice = chosen.get((entry.tensor.subgraph, entry.tensor.tensor))
         if choice is not None and entry.reason == "keep_pattern":
-            entry = entry._replace(reason="tolerance", detail=(
-                f"in float16 it alone moves the outputs by a relative L2 error of {choice.error_alone:.3g} "
-                f"({quote(choice.worst)}); kept float32 to meet tolerance {result.tolerance:g}"
-            ))
+            entry = entry._replace(
+                reason="tolerance",
+                detail=(
+                    f"in float16 it alone moves the outputs by a relative L2 error of {choice.error_alone:.3g} "
+                    f"({quote(choice.worst)}); kept float32 to meet tolerance {result.tolerance:g}"
+                ),
+            )
         kept.append(entry)
     return dataclasses.replace(plan, kept=tuple(kept))
-

@@ -13,12 +13,18 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Union
 
 from ..errors import (
-    InvalidInputsError, InvalidModelError, LossyModelError, MissingDependencyError, RewriteError, UnsupportedModelError,
+    InvalidInputsError,
+    InvalidModelError,
+    LossyModelError,
+    MissingDependencyError,
+    RewriteError,
+    UnsupportedModelError,
 )
 from ..text import quote
 
@@ -32,10 +38,10 @@ class BatchResult:
     """One input of :func:`rewrite_many`: its report, or why it failed."""
 
     input: str
-    output: Optional[str]
+    output: str | None
     report: Any = None  # a Report (a WidenReport with to="float32"); None when it failed
-    error: Optional[str] = None
-    error_type: Optional[str] = None
+    error: str | None = None
+    error_type: str | None = None
     bad_input: bool = False  # the failure is the input's (invalid, unsupported, lossy ...)
 
     @property
@@ -44,15 +50,19 @@ class BatchResult:
 
     @property
     def status(self) -> str:
-        """"converted", "unchanged" (nothing to convert) or "failed"."""
+        """ "converted", "unchanged" (nothing to convert) or "failed"."""
         if self.error is not None:
             return "failed"
         return "unchanged" if self.report.unchanged else "converted"
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         if self.error is not None:
-            return {"input": self.input, "output": self.output, "status": "failed",
-                    "error": {"type": self.error_type, "message": self.error, "bad_input": self.bad_input}}
+            return {
+                "input": self.input,
+                "output": self.output,
+                "status": "failed",
+                "error": {"type": self.error_type, "message": self.error, "bad_input": self.bad_input},
+            }
         return {"input": self.input, "output": self.output, "status": self.status, "report": self.report.to_dict()}
 
 
@@ -61,21 +71,26 @@ class CheckResult:
     """One input of :func:`check_many`: the tensors a rewrite would convert (none: it passes)."""
 
     input: str
-    would_convert: Tuple[str, ...] = ()  # tensor names
-    error: Optional[str] = None
+    would_convert: tuple[str, ...] = ()  # tensor names
+    error: str | None = None
 
     @property
     def passes(self) -> bool:
         return self.error is None and not self.would_convert
 
-    def to_dict(self) -> Dict[str, Any]:
-        return {"input": self.input, "passes": self.passes, "would_convert": list(self.would_convert), "error": self.error}
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "passes": self.passes,
+            "would_convert": list(self.would_convert),
+            "error": self.error,
+        }
 
 
-def find_models(inputs: Iterable[PathLike]) -> List[Tuple[Path, Path]]:
+def find_models(inputs: Iterable[PathLike]) -> list[tuple[Path, Path]]:
     """(file, path relative to its input) for every input file, and every ``*.tflite`` under
     every input folder (recursively, in sorted order). A missing input is kept, to fail later."""
-    found: List[Tuple[Path, Path]] = []
+    found: list[tuple[Path, Path]] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
@@ -89,34 +104,52 @@ def find_models(inputs: Iterable[PathLike]) -> List[Tuple[Path, Path]]:
 def failure_of(source: str, target: str, error: Exception) -> BatchResult:
     """The result of a file whose job raised ``error``: described in one line, a bug said to be one."""
     if isinstance(error, (RewriteError, OSError)):
-        bad = isinstance(error, (InvalidModelError, UnsupportedModelError, LossyModelError, InvalidInputsError,
-                                 MissingDependencyError))
+        bad = isinstance(
+            error,
+            (InvalidModelError, UnsupportedModelError, LossyModelError, InvalidInputsError, MissingDependencyError),
+        )
         return BatchResult(source, target, None, " ".join(str(error).split()), type(error).__name__, bad)
-    return BatchResult(source, target, None, f"internal error: {type(error).__name__}: {error} (please report it)",
-                       type(error).__name__, False)
+    return BatchResult(
+        source,
+        target,
+        None,
+        f"internal error: {type(error).__name__}: {error} (please report it)",
+        type(error).__name__,
+        False,
+    )
 
 
 Job = Callable[..., BatchResult]
 
 
-def run_batch(inputs: Sequence[PathLike], out_dir: Optional[PathLike], in_place: bool, job: Job, arguments: Tuple[Any, ...],
-              *, jobs: Optional[int] = None, executor: Optional[concurrent.futures.Executor] = None,
-              progress: bool = False, on_result: Optional[Callable[[BatchResult], None]] = None) -> List[BatchResult]:
+def run_batch(
+    inputs: Sequence[PathLike],
+    out_dir: PathLike | None,
+    in_place: bool,
+    job: Job,
+    arguments: tuple[Any, ...],
+    *,
+    jobs: int | None = None,
+    executor: concurrent.futures.Executor | None = None,
+    progress: bool = False,
+    on_result: Callable[[BatchResult], None] | None = None,
+) -> list[BatchResult]:
     """``job(input, output, *arguments)`` for every model file of ``inputs``, writing to ``out_dir``
     (at the input's path relative to the folder it was found in) or, with ``in_place``, over
     the input. Returns one result per file, in input order. ``job`` must be picklable (a
     module-level function) to run in other processes."""
     models = find_models(inputs)
-    work: List[Tuple[int, str, str]] = []  # (position in the results, input, output)
-    results: Dict[int, BatchResult] = {}
-    writers: Dict[str, str] = {}  # output -> the input written there
+    work: list[tuple[int, str, str]] = []  # (position in the results, input, output)
+    results: dict[int, BatchResult] = {}
+    writers: dict[str, str] = {}  # output -> the input written there
     bar = _progress(len(models), progress)
     for i, (source, relative) in enumerate(models):
         target = str(source) if in_place else str(Path(out_dir) / relative)  # type: ignore[arg-type]
         key = os.path.abspath(target)
         if key in writers:
-            results[i] = BatchResult(str(source), target, None, f"{quote(writers[key])} is written to the same output",
-                                     "OutputError", False)
+            results[i] = BatchResult(
+                str(source), target, None, f"{quote(writers[key])} is written to the same output", "OutputError", False
+            )
             _report(results[i], on_result, bar)
             continue
         writers[key] = str(source)
@@ -133,15 +166,22 @@ def run_batch(inputs: Sequence[PathLike], out_dir: Optional[PathLike], in_place:
                 results[i] = job(source, target, *arguments)
                 _report(results[i], on_result, bar)
         else:
-            futures = {executor.submit(job, source, target, *arguments): (i, source, target) for i, source, target in work}
+            futures = {
+                executor.submit(job, source, target, *arguments): (i, source, target) for i, source, target in work
+            }
             for future in concurrent.futures.as_completed(futures):
                 i, source, target = futures[future]
                 try:
                     results[i] = future.result()
                 except Exception as error:  # the worker itself died (killed, out of memory)
-                    results[i] = BatchResult(source, target, None,
-                                             f"the worker converting it failed: {type(error).__name__}: {error}",
-                                             type(error).__name__, False)
+                    results[i] = BatchResult(
+                        source,
+                        target,
+                        None,
+                        f"the worker converting it failed: {type(error).__name__}: {error}",
+                        type(error).__name__,
+                        False,
+                    )
                 _report(results[i], on_result, bar)
     finally:
         if own is not None:

@@ -12,7 +12,7 @@ import io
 import os
 import zipfile
 from collections import Counter, defaultdict
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Union
 
 from ..conversion.plan import OP_NAMES, TYPE_NAMES, make_plan
 from ..errors import RewriteError
@@ -34,7 +34,7 @@ _MODES = {v: k for k, v in CONVERSION_SCHEMA.enums["ModelOptimizationMode"].item
 _MODEL_TYPES = {v: k for k, v in CONVERSION_SCHEMA.enums["ModelType"].items()}
 
 
-def _text(raw: Optional[bytes]) -> str:
+def _text(raw: bytes | None) -> str:
     return (raw or b"").decode("utf-8", "replace")
 
 
@@ -57,7 +57,7 @@ def _decode_metadata(name: str, data: bytes) -> Any:
             return {"error": str(error)}
         environment = table.fields.get("environment")
         options = table.fields.get("options")
-        value: Dict[str, Any] = {}
+        value: dict[str, Any] = {}
         if environment is not None:
             value["tensorflow_version"] = _text(environment.fields.get("tensorflow_version"))
             value["api_version"] = environment.get("api_version")
@@ -70,9 +70,9 @@ def _decode_metadata(name: str, data: bytes) -> Any:
     return None
 
 
-def _appended(model: TFLiteModel) -> Dict[str, Any]:
+def _appended(model: TFLiteModel) -> dict[str, Any]:
     trailing = bytes(model.trailing)
-    files: Optional[List[str]] = None
+    files: list[str] | None = None
     if trailing:
         try:
             with zipfile.ZipFile(io.BytesIO(trailing)) as archive:
@@ -82,18 +82,18 @@ def _appended(model: TFLiteModel) -> Dict[str, Any]:
     return {"bytes": len(trailing), "zip_files": files}
 
 
-def _shape(tensor: Any) -> List[int]:
+def _shape(tensor: Any) -> list[int]:
     signature = tensor.ints("shape_signature")
     return signature if signature else tensor.ints("shape")
 
 
-def inspect_model(model: TFLiteModel, size: int, options: Optional[Options] = None) -> Dict[str, Any]:
+def inspect_model(model: TFLiteModel, size: int, options: Options | None = None) -> dict[str, Any]:
     """Everything :func:`inspect_file` reports, for a model already read."""
     root = model.root
     subgraphs = model.subgraphs
     codes = model.operator_codes
     ops_of_codes = [op_of(code) for code in codes]
-    info: Dict[str, Any] = {
+    info: dict[str, Any] = {
         "size": size,
         "schema_version": root.get("version"),
         "description": _text(root.fields.get("description")),
@@ -102,8 +102,14 @@ def inspect_model(model: TFLiteModel, size: int, options: Optional[Options] = No
         "appended": _appended(model),
     }
     info["subgraphs"] = [
-        {"index": s, "name": _text(sg.fields.get("name")), "tensors": len(sg.tables("tensors")),
-         "operators": len(sg.tables("operators")), "inputs": len(sg.ints("inputs")), "outputs": len(sg.ints("outputs"))}
+        {
+            "index": s,
+            "name": _text(sg.fields.get("name")),
+            "tensors": len(sg.tables("tensors")),
+            "operators": len(sg.tables("operators")),
+            "inputs": len(sg.ints("inputs")),
+            "outputs": len(sg.ints("outputs")),
+        }
         for s, sg in enumerate(subgraphs)
     ]
     signatures = []
@@ -111,14 +117,23 @@ def inspect_model(model: TFLiteModel, size: int, options: Optional[Options] = No
         s = signature.get("subgraph_index")
         tensors = subgraphs[s].tables("tensors") if s < len(subgraphs) else ()
 
-        def describe(entry: Any) -> Dict[str, Any]:
+        def describe(entry: Any, tensors: tuple[Any, ...] = tensors) -> dict[str, Any]:
             tensor = tensors[entry.get("tensor_index")]
-            return {"name": _text(entry.fields.get("name")), "tensor": entry.get("tensor_index"), "shape": _shape(tensor),
-                    "type": TYPE_NAMES.get(tensor.get("type"), tensor.get("type"))}
+            return {
+                "name": _text(entry.fields.get("name")),
+                "tensor": entry.get("tensor_index"),
+                "shape": _shape(tensor),
+                "type": TYPE_NAMES.get(tensor.get("type"), tensor.get("type")),
+            }
 
-        signatures.append({"key": _text(signature.fields.get("signature_key")), "subgraph": s,
-                           "inputs": [describe(e) for e in signature.tables("inputs")],
-                           "outputs": [describe(e) for e in signature.tables("outputs")]})
+        signatures.append(
+            {
+                "key": _text(signature.fields.get("signature_key")),
+                "subgraph": s,
+                "inputs": [describe(e) for e in signature.tables("inputs")],
+                "outputs": [describe(e) for e in signature.tables("outputs")],
+            }
+        )
     info["signatures"] = signatures
 
     histogram: Counter = Counter()
@@ -126,19 +141,27 @@ def inspect_model(model: TFLiteModel, size: int, options: Optional[Options] = No
         for op in sg.tables("operators"):
             index = op.get("opcode_index")
             histogram[(_operator_name(model, index), codes[index].get("version"))] += 1
-    info["operators"] = [{"operator": name, "version": version, "count": count}
-                         for (name, version), count in sorted(histogram.items(), key=lambda item: (-item[1], item[0]))]
+    info["operators"] = [
+        {"operator": name, "version": version, "count": count}
+        for (name, version), count in sorted(histogram.items(), key=lambda item: (-item[1], item[0]))
+    ]
 
-    by_type: Dict[str, Dict[str, int]] = defaultdict(lambda: {"tensors": 0, "constants": 0, "constant_bytes": 0})
-    seen_buffers: Dict[str, set] = defaultdict(set)
-    features: Dict[str, Any] = {"sparse_tensors": 0, "variables": 0, "control_flow_operators": [], "quantization": Counter(),
-                                "misaligned_buffers": 0, "external_tensors": 0,
-                                "external_buffers": len(root.tables("external_buffers")),
-                                "external_buffer_groups": [_text(g.get("name")) for g in root.tables("external_buffer_groups")]}
+    by_type: dict[str, dict[str, int]] = defaultdict(lambda: {"tensors": 0, "constants": 0, "constant_bytes": 0})
+    seen_buffers: dict[str, set] = defaultdict(set)
+    features: dict[str, Any] = {
+        "sparse_tensors": 0,
+        "variables": 0,
+        "control_flow_operators": [],
+        "quantization": Counter(),
+        "misaligned_buffers": 0,
+        "external_tensors": 0,
+        "external_buffers": len(root.tables("external_buffers")),
+        "external_buffer_groups": [_text(g.get("name")) for g in root.tables("external_buffer_groups")],
+    }
     float16_into_dequantize = 0
     for sg in subgraphs:
         tensors = sg.tables("tensors")
-        readers: Dict[int, List[int]] = defaultdict(list)
+        readers: dict[int, list[int]] = defaultdict(list)
         operators = sg.tables("operators")
         for o, op in enumerate(operators):
             for i in op.ints("inputs"):
@@ -157,8 +180,10 @@ def inspect_model(model: TFLiteModel, size: int, options: Optional[Options] = No
                 if b not in seen_buffers[type_name]:
                     seen_buffers[type_name].add(b)
                     entry["constant_bytes"] += int(data.size)
-                if tensor.get("type") == FLOAT16 and readers.get(t) and all(
-                    ops_of_codes[operators[o].get("opcode_index")] == DEQUANTIZE for o in readers[t]
+                if (
+                    tensor.get("type") == FLOAT16
+                    and readers.get(t)
+                    and all(ops_of_codes[operators[o].get("opcode_index")] == DEQUANTIZE for o in readers[t])
                 ):
                     float16_into_dequantize += 1
             if tensor.has("sparsity"):
@@ -191,7 +216,9 @@ def inspect_model(model: TFLiteModel, size: int, options: Optional[Options] = No
     for entry in root.tables("metadata"):
         name = _text(entry.fields.get("name"))
         raw = model.buffer_data(entry.get("buffer")).tobytes()
-        metadata.append({"name": name, "buffer": entry.get("buffer"), "bytes": len(raw), "value": _decode_metadata(name, raw)})
+        metadata.append(
+            {"name": name, "buffer": entry.get("buffer"), "bytes": len(raw), "value": _decode_metadata(name, raw)}
+        )
     info["metadata"] = metadata
 
     try:
@@ -209,7 +236,7 @@ def inspect_model(model: TFLiteModel, size: int, options: Optional[Options] = No
     return info
 
 
-def inspect_file(path: PathLike, options: Optional[Options] = None) -> Dict[str, Any]:
+def inspect_file(path: PathLike, options: Options | None = None) -> dict[str, Any]:
     """What is in the model at ``path`` (JSON-ready data; see the README's ``inspect`` section).
 
     >>> inspect_file("model.tflite")["rewrite"]["tensors_converted"]    # doctest: +SKIP
@@ -229,11 +256,11 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
-def render(info: Dict[str, Any], width: int = 100) -> str:
+def render(info: dict[str, Any], width: int = 100) -> str:
     """A compact, aligned summary of :func:`inspect_file`'s data."""
     import textwrap
 
-    lines: List[str] = []
+    lines: list[str] = []
 
     def row(label: str, value: str) -> None:
         for i, part in enumerate(textwrap.wrap(value, width - 23, break_on_hyphens=False) or [""]):
@@ -241,21 +268,39 @@ def render(info: Dict[str, Any], width: int = 100) -> str:
 
     row("file", f"{quote(info['file'])}, {_bytes(info['size'])} ({info['size']:,} bytes)")
     row("schema", f"version {info['schema_version']}, description {quote(info['description'])}")
-    layout = "normal (buffer data inside the flatbuffer)" if info["layout"] == "normal" else (
-        f"offset ({info['buffers_after_flatbuffer']} buffers' data after the flatbuffer)")
+    layout = (
+        "normal (buffer data inside the flatbuffer)"
+        if info["layout"] == "normal"
+        else (f"offset ({info['buffers_after_flatbuffer']} buffers' data after the flatbuffer)")
+    )
     row("layout", layout)
     appended = info["appended"]
     if appended["bytes"]:
         files = appended["zip_files"]
-        row("appended", f"{appended['bytes']:,} bytes" + (f", a zip of {len(files)}: {', '.join(quote(f) for f in files[:6])}"
-                                                            if files is not None else ", not a zip"))
+        row(
+            "appended",
+            f"{appended['bytes']:,} bytes"
+            + (
+                f", a zip of {len(files)}: {', '.join(quote(f) for f in files[:6])}"
+                if files is not None
+                else ", not a zip"
+            ),
+        )
     for sg in info["subgraphs"]:
-        row(f"subgraph {sg['index']}", f"{quote(sg['name'])}: {sg['tensors']} tensors, {sg['operators']} operators, "
-            f"{sg['inputs']} inputs, {sg['outputs']} outputs")
+        row(
+            f"subgraph {sg['index']}",
+            f"{quote(sg['name'])}: {sg['tensors']} tensors, {sg['operators']} operators, "
+            f"{sg['inputs']} inputs, {sg['outputs']} outputs",
+        )
     for signature in info["signatures"]:
-        def io_list(entries: List[Dict[str, Any]]) -> str:
+
+        def io_list(entries: list[dict[str, Any]]) -> str:
             return ", ".join(f"{quote(e['name'])} {e['type']}{e['shape']}" for e in entries)
-        row(f"signature {quote(signature['key'])}", f"({io_list(signature['inputs'])}) -> ({io_list(signature['outputs'])})")
+
+        row(
+            f"signature {quote(signature['key'])}",
+            f"({io_list(signature['inputs'])}) -> ({io_list(signature['outputs'])})",
+        )
     row("operators", ", ".join(f"{o['operator']} v{o['version']} x{o['count']}" for o in info["operators"]) or "none")
     for type_name, entry in info["tensors_by_type"].items():
         constants = f", {entry['constants']} constants, {_bytes(entry['constant_bytes'])}" if entry["constants"] else ""
@@ -286,8 +331,10 @@ def render(info: Dict[str, Any], width: int = 100) -> str:
         found.append("quantization (" + ", ".join(f"{k} x{v}" for k, v in features["quantization"].items()) + ")")
     if features["external_tensors"] or features["external_buffers"]:
         groups = ", ".join(quote(g) for g in features["external_buffer_groups"])
-        found.append(f"{features['external_tensors']} tensors with data in {features['external_buffers']} external buffers"
-                     + (f" ({groups})" if groups else ""))
+        found.append(
+            f"{features['external_tensors']} tensors with data in {features['external_buffers']} external buffers"
+            + (f" ({groups})" if groups else "")
+        )
     if features["misaligned_buffers"]:
         found.append(f"{features['misaligned_buffers']} buffers not 16-byte aligned")
     row("features", ", ".join(found) if found else "none of note")
@@ -298,6 +345,9 @@ def render(info: Dict[str, Any], width: int = 100) -> str:
         row("rewrite", rewrite["nothing_to_convert"])
     else:
         kept = ", ".join(f"{n} {r}" for r, n in rewrite["kept_by_reason"].items())
-        row("rewrite", f"{rewrite['tensors_converted']} tensors to float16, about {_bytes(rewrite['bytes_saved'])} saved"
-            + (f"; kept float32: {kept}" if kept else ""))
+        row(
+            "rewrite",
+            f"{rewrite['tensors_converted']} tensors to float16, about {_bytes(rewrite['bytes_saved'])} saved"
+            + (f"; kept float32: {kept}" if kept else ""),
+        )
     return "\n".join(lines)

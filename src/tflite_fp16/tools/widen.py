@@ -25,8 +25,9 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple, Union
+from typing import Any, NamedTuple, Union
 
 import numpy as np
 
@@ -35,7 +36,7 @@ from ..format.model import DENSIFY, DEQUANTIZE, FLOAT16, FLOAT32, Table, TFLiteM
 from ..pipeline import BytesJob, FileJob
 from ..version import __version__
 
-__all__ = ["widen", "widen_bytes", "widen_model", "Widened", "WidenReport", "WidenedTensor"]
+__all__ = ["WidenReport", "Widened", "WidenedTensor", "widen", "widen_bytes", "widen_model"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -56,16 +57,16 @@ class WidenReport:
     """What :func:`widen` did."""
 
     input: str
-    output: Optional[str]
+    output: str | None
     size_before: int
-    size_after: Optional[int]
-    widened: Tuple[WidenedTensor, ...]
+    size_after: int | None
+    widened: tuple[WidenedTensor, ...]
     dequantize_ops_removed: int
     operator_codes_removed: int
-    float16_kept: Tuple[Tuple[int, int, str, str], ...] = ()  # (subgraph, tensor, name, why) FLOAT16 constants left
-    layout: Optional[str] = None
+    float16_kept: tuple[tuple[int, int, str, str], ...] = ()  # (subgraph, tensor, name, why) FLOAT16 constants left
+    layout: str | None = None
     seconds: float = 0.0
-    metadata: Tuple[MetadataChange, ...] = ()  # reduced_precision_support removed, CONVERSION_METADATA updated
+    metadata: tuple[MetadataChange, ...] = ()  # reduced_precision_support removed, CONVERSION_METADATA updated
 
     @property
     def unchanged(self) -> bool:
@@ -77,28 +78,36 @@ class WidenReport:
             if self.float16_kept:
                 line += f" ({len(self.float16_kept)} float16 constants are read otherwise)"
             return line + ("; input copied unchanged" if self.output is not None else "")
-        line = (f"{len(self.widened)} tensors widened to float32, {self.dequantize_ops_removed} DEQUANTIZE ops removed")
+        line = f"{len(self.widened)} tensors widened to float32, {self.dequantize_ops_removed} DEQUANTIZE ops removed"
         if self.size_after is not None:
             line += f"; {self.size_before:,} -> {self.size_after:,} bytes"
         if self.float16_kept:
             line += f"; {len(self.float16_kept)} float16 constants left (read otherwise)"
         return line
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
-            "tool": "tflite-fp16", "version": __version__, "operation": "to_float32",
-            "input": self.input, "output": self.output, "size_before": self.size_before, "size_after": self.size_after,
-            "unchanged": self.unchanged, "layout": self.layout,
+            "tool": "tflite-fp16",
+            "version": __version__,
+            "operation": "to_float32",
+            "input": self.input,
+            "output": self.output,
+            "size_before": self.size_before,
+            "size_after": self.size_after,
+            "unchanged": self.unchanged,
+            "layout": self.layout,
             "widened": [t._asdict() for t in self.widened],
             "dequantize_ops_removed": self.dequantize_ops_removed,
             "operator_codes_removed": self.operator_codes_removed,
-            "float16_kept": [{"subgraph": s, "tensor": t, "name": n, "reason": why} for s, t, n, why in self.float16_kept],
+            "float16_kept": [
+                {"subgraph": s, "tensor": t, "name": n, "reason": why} for s, t, n, why in self.float16_kept
+            ],
             "metadata": [c.to_dict() for c in self.metadata],
             "seconds": round(self.seconds, 6),
         }
 
 
-def _name(raw: Optional[bytes]) -> str:
+def _name(raw: bytes | None) -> str:
     return (raw or b"").decode("utf-8", "replace")
 
 
@@ -106,19 +115,21 @@ def _name(raw: Optional[bytes]) -> str:
 class _SubgraphEdit:
     """Decisions for one subgraph: tensor -> replacement, operators and tensors to remove."""
 
-    alias: Dict[int, int] = field(default_factory=dict)  # removed DEQUANTIZE output -> the widened constant
-    removed_operators: Set[int] = field(default_factory=set)
-    removed_tensors: Set[int] = field(default_factory=set)
-    densify_output: Dict[int, int] = field(default_factory=dict)  # DENSIFY operator -> its new output tensor
-    widened: Dict[int, Tuple[int, bool]] = field(default_factory=dict)  # tensor -> (DEQUANTIZE ops removed, sparse)
+    alias: dict[int, int] = field(default_factory=dict)  # removed DEQUANTIZE output -> the widened constant
+    removed_operators: set[int] = field(default_factory=set)
+    removed_tensors: set[int] = field(default_factory=set)
+    densify_output: dict[int, int] = field(default_factory=dict)  # DENSIFY operator -> its new output tensor
+    widened: dict[int, tuple[int, bool]] = field(default_factory=dict)  # tensor -> (DEQUANTIZE ops removed, sparse)
 
 
-def _decide(model: TFLiteModel, s: int, ops_of_codes: List[int], kept: List[Tuple[int, int, str, str]]) -> _SubgraphEdit:
+def _decide(
+    model: TFLiteModel, s: int, ops_of_codes: list[int], kept: list[tuple[int, int, str, str]]
+) -> _SubgraphEdit:
     subgraph = model.subgraphs[s]
     tensors = subgraph.tables("tensors")
     operators = subgraph.tables("operators")
-    readers: Dict[int, List[int]] = defaultdict(list)
-    writers: Dict[int, int] = {}
+    readers: dict[int, list[int]] = defaultdict(list)
+    writers: dict[int, int] = {}
     for o, op in enumerate(operators):
         for i in set(op.ints("inputs")):
             if i >= 0:
@@ -130,15 +141,26 @@ def _decide(model: TFLiteModel, s: int, ops_of_codes: List[int], kept: List[Tupl
     named = {index for tensor in tensors for _, index in detail_references(tensor)}
     edit = _SubgraphEdit()
 
-    def is_dequantize_of(o: int, source: int) -> Optional[int]:
+    def is_dequantize_of(o: int, source: int) -> int | None:
         """The FLOAT32 output of operator ``o`` if it is a DEQUANTIZE of ``source`` alone, else None."""
         op = operators[o]
-        if ops_of_codes[op.get("opcode_index")] != DEQUANTIZE or op.ints("inputs") != [source] or len(op.ints("outputs")) != 1:
+        if (
+            ops_of_codes[op.get("opcode_index")] != DEQUANTIZE
+            or op.ints("inputs") != [source]
+            or len(op.ints("outputs")) != 1
+        ):
             return None
         (output,) = op.ints("outputs")
-        if (output < 0 or tensors[output].get("type") != FLOAT32 or output in boundary or output in named
-                or tensors[output].get("is_variable")):
-            return None  # a variable (an LSTM state TensorFlow initialises this way) must stay written by its DEQUANTIZE
+        if (
+            output < 0
+            or tensors[output].get("type") != FLOAT32
+            or output in boundary
+            or output in named
+            or tensors[output].get("is_variable")
+        ):
+            return (
+                None  # a variable (an LSTM state TensorFlow initialises this way) must stay written by its DEQUANTIZE
+            )
         return output
 
     for t, tensor in enumerate(tensors):
@@ -164,7 +186,11 @@ def _decide(model: TFLiteModel, s: int, ops_of_codes: List[int], kept: List[Tupl
             # sparse FLOAT16 -> DENSIFY -> FLOAT16 dense -> DEQUANTIZE -> FLOAT32
             (only,) = readers[t] if len(readers[t]) == 1 else (None,)
             densify = operators[only] if only is not None else None
-            if densify is None or ops_of_codes[densify.get("opcode_index")] != DENSIFY or len(densify.ints("outputs")) != 1:
+            if (
+                densify is None
+                or ops_of_codes[densify.get("opcode_index")] != DENSIFY
+                or len(densify.ints("outputs")) != 1
+            ):
                 kept.append((s, t, name, "sparse, and not read by one DENSIFY"))
                 continue
             (dense,) = densify.ints("outputs")
@@ -180,7 +206,9 @@ def _decide(model: TFLiteModel, s: int, ops_of_codes: List[int], kept: List[Tupl
             continue
         outputs = [is_dequantize_of(o, t) for o in readers[t]]
         if any(output is None for output in outputs):
-            kept.append((s, t, name, "read by something other than a DEQUANTIZE into a float32 tensor that is not a variable"))
+            kept.append(
+                (s, t, name, "read by something other than a DEQUANTIZE into a float32 tensor that is not a variable")
+            )
             continue
         for o, output in zip(readers[t], outputs):
             edit.alias[output] = t  # type: ignore[index]
@@ -194,11 +222,11 @@ class Widened(NamedTuple):
     """What :func:`widen_model` returns."""
 
     model: TFLiteModel
-    widened: List[WidenedTensor]
+    widened: list[WidenedTensor]
     dequantize_ops_removed: int
     operator_codes_removed: int
-    float16_kept: List[Tuple[int, int, str, str]]  # (subgraph, tensor, name, why)
-    metadata: Tuple[MetadataChange, ...] = ()  # the float16 declarations undone
+    float16_kept: list[tuple[int, int, str, str]]  # (subgraph, tensor, name, why)
+    metadata: tuple[MetadataChange, ...] = ()  # the float16 declarations undone
 
 
 def widen_model(model: TFLiteModel) -> Widened:
@@ -206,20 +234,29 @@ def widen_model(model: TFLiteModel) -> Widened:
     FLOAT16 constants left (with why) and the metadata changed."""
     codes = model.operator_codes
     ops_of_codes = [op_of(code) for code in codes]
-    kept: List[Tuple[int, int, str, str]] = []
+    kept: list[tuple[int, int, str, str]] = []
     edits = [_decide(model, s, ops_of_codes, kept) for s in range(len(model.subgraphs))]
     widened = [
-        WidenedTensor(s, t, _name(model.subgraphs[s].tables("tensors")[t].get("name")),
-                      model.buffer_data(model.subgraphs[s].tables("tensors")[t].get("buffer")).size // 2, n, sparse)
-        for s, edit in enumerate(edits) for t, (n, sparse) in sorted(edit.widened.items())
+        WidenedTensor(
+            s,
+            t,
+            _name(model.subgraphs[s].tables("tensors")[t].get("name")),
+            model.buffer_data(model.subgraphs[s].tables("tensors")[t].get("buffer")).size // 2,
+            n,
+            sparse,
+        )
+        for s, edit in enumerate(edits)
+        for t, (n, sparse) in sorted(edit.widened.items())
     ]
     if not widened:
         return Widened(model, [], 0, 0, kept)
 
     # Buffers: widened once; in place when only widened tensors read the bytes, else a new buffer.
     buffers = list(model.buffers)
-    widened_by_buffer: Dict[int, List[Tuple[int, int]]] = defaultdict(list)
-    others: Set[int] = {entry.get("buffer") for entry in model.root.tables("metadata")} | set(model.root.ints("metadata_buffer"))
+    widened_by_buffer: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    others: set[int] = {entry.get("buffer") for entry in model.root.tables("metadata")} | set(
+        model.root.ints("metadata_buffer")
+    )
     for s, subgraph in enumerate(model.subgraphs):
         for t, tensor in enumerate(subgraph.tables("tensors")):
             b = tensor.get("buffer")
@@ -227,20 +264,24 @@ def widen_model(model: TFLiteModel) -> Widened:
                 widened_by_buffer[b].append((s, t))
             elif model.buffer_data(b).size:
                 others.add(b)
-    target: Dict[Tuple[int, int], int] = {}
+    target: dict[tuple[int, int], int] = {}
     for b, refs in widened_by_buffer.items():
         data = np.ascontiguousarray(model.buffer_data(b)).view("<f2").astype("<f4").view(np.uint8)
         if b in others:
             buffers.append(Table("Buffer", {"data": data}))
             index = len(buffers) - 1
         else:
-            buffers[b] = Table("Buffer", {**{k: v for k, v in buffers[b].fields.items() if k not in ("offset", "size")}, "data": data})
+            buffers[b] = Table(
+                "Buffer", {**{k: v for k, v in buffers[b].fields.items() if k not in ("offset", "size")}, "data": data}
+            )
             index = b
         for ref in refs:
             target[ref] = index
 
-    subgraphs = [_edit_subgraph(subgraph, edits[s], {t: b for (sg, t), b in target.items() if sg == s})
-                 for s, subgraph in enumerate(model.subgraphs)]
+    subgraphs = [
+        _edit_subgraph(subgraph, edits[s], {t: b for (sg, t), b in target.items() if sg == s})
+        for s, subgraph in enumerate(model.subgraphs)
+    ]
     removed_ops = sum(len(e.removed_operators) for e in edits)
 
     # Operator codes no operator uses any more (because of the removal) go, and indices follow.
@@ -249,25 +290,40 @@ def widen_model(model: TFLiteModel) -> Widened:
     dropped = sorted(used_before - used_after)
     code_index = {old: old - sum(1 for d in dropped if d < old) for old in range(len(codes)) if old not in dropped}
     if dropped:
-        subgraphs = [sg.replace(operators=tuple(op.replace(opcode_index=code_index[op.get("opcode_index")])
-                                                for op in sg.tables("operators"))) for sg in subgraphs]
+        subgraphs = [
+            sg.replace(
+                operators=tuple(
+                    op.replace(opcode_index=code_index[op.get("opcode_index")]) for op in sg.tables("operators")
+                )
+            )
+            for sg in subgraphs
+        ]
     root = model.root.replace(
-        subgraphs=tuple(subgraphs), buffers=tuple(buffers),
+        subgraphs=tuple(subgraphs),
+        buffers=tuple(buffers),
         operator_codes=tuple(code for i, code in enumerate(codes) if i not in dropped),
     )
     maps = [_tensor_map(len(model.subgraphs[s].tables("tensors")), edits[s]) for s in range(len(edits))]
     signatures = model.root.tables("signature_defs")
     if signatures:
-        root = root.replace(signature_defs=tuple(_remap_signature(sig, maps[sig.get("subgraph_index")]) for sig in signatures))
+        root = root.replace(
+            signature_defs=tuple(_remap_signature(sig, maps[sig.get("subgraph_index")]) for sig in signatures)
+        )
     float16_left = any(t.get("type") == FLOAT16 for sg in subgraphs for t in sg.tables("tensors"))
     root, metadata = without_float16(model, root, float16_left)
-    return Widened(TFLiteModel(root=root, trailing=model.trailing, shared=model.shared), widened, removed_ops, len(dropped),
-                   kept, metadata)
+    return Widened(
+        TFLiteModel(root=root, trailing=model.trailing, shared=model.shared),
+        widened,
+        removed_ops,
+        len(dropped),
+        kept,
+        metadata,
+    )
 
 
-def _tensor_map(count: int, edit: _SubgraphEdit) -> Dict[int, int]:
+def _tensor_map(count: int, edit: _SubgraphEdit) -> dict[int, int]:
     """Old tensor index -> new index (aliased tensors map to their constant's new index)."""
-    new: Dict[int, int] = {}
+    new: dict[int, int] = {}
     position = 0
     for t in range(count):
         if t in edit.removed_tensors:
@@ -285,7 +341,7 @@ def _edit_subgraph(subgraph: Table, edit: _SubgraphEdit, buffers: Mapping[int, i
     tensors = subgraph.tables("tensors")
     mapping = _tensor_map(len(tensors), edit)
 
-    def remap(indices: List[int]) -> Tuple[int, ...]:
+    def remap(indices: list[int]) -> tuple[int, ...]:
         return tuple(i if i < 0 else mapping[i] for i in indices)
 
     new_tensors = []
@@ -304,17 +360,19 @@ def _edit_subgraph(subgraph: Table, edit: _SubgraphEdit, buffers: Mapping[int, i
         outputs = op.ints("outputs")
         if o in edit.densify_output:
             outputs = [edit.densify_output[o]]
-        changes: Dict[str, Any] = {"inputs": remap(op.ints("inputs")), "outputs": remap(outputs)}
+        changes: dict[str, Any] = {"inputs": remap(op.ints("inputs")), "outputs": remap(outputs)}
         if op.has("intermediates"):
             changes["intermediates"] = remap(op.ints("intermediates"))
         operators.append(op.replace(**changes))
     return subgraph.replace(
-        tensors=tuple(new_tensors), operators=tuple(operators),
-        inputs=remap(subgraph.ints("inputs")), outputs=remap(subgraph.ints("outputs")),
+        tensors=tuple(new_tensors),
+        operators=tuple(operators),
+        inputs=remap(subgraph.ints("inputs")),
+        outputs=remap(subgraph.ints("outputs")),
     )
 
 
-def _remap_details(tensor: Table, mapping: Dict[int, int]) -> Table:
+def _remap_details(tensor: Table, mapping: dict[int, int]) -> Table:
     """``tensor`` with the tensor indices its quantization details name renumbered."""
     quantization = tensor.fields["quantization"]
     details = quantization.fields["details"]
@@ -322,16 +380,18 @@ def _remap_details(tensor: Table, mapping: Dict[int, int]) -> Table:
     return tensor.replace(quantization=quantization.replace(details=details))
 
 
-def _remap_signature(signature: Table, mapping: Dict[int, int]) -> Table:
+def _remap_signature(signature: Table, mapping: dict[int, int]) -> Table:
     changes = {}
     for name in ("inputs", "outputs"):
         entries = signature.tables(name)
         if entries:
-            changes[name] = tuple(e.replace(tensor_index=mapping.get(e.get("tensor_index"), e.get("tensor_index"))) for e in entries)
+            changes[name] = tuple(
+                e.replace(tensor_index=mapping.get(e.get("tensor_index"), e.get("tensor_index"))) for e in entries
+            )
     return signature.replace(**changes) if changes else signature
 
 
-def widen(path_in: PathLike, path_out: Optional[PathLike], *, layout: str = "auto") -> WidenReport:
+def widen(path_in: PathLike, path_out: PathLike | None, *, layout: str = "auto") -> WidenReport:
     """Write the float32 version of the float16 model ``path_in`` to ``path_out`` (``None``: a dry run).
 
     When there is nothing to widen, the output gets the input's bytes.
@@ -343,27 +403,53 @@ def widen(path_in: PathLike, path_out: Optional[PathLike], *, layout: str = "aut
     job = FileJob(path_in, path_out)
     with job.model() as model:
         result = widen_model(model)
-        size_after: Optional[int] = None
+        size_after: int | None = None
         chosen = None
         if path_out is not None:
             committed = job.commit(result.model if result.widened else None, layout)
             size_after, chosen = committed.size_after, committed.layout
-    return _report(os.fspath(job.path_in), os.fspath(path_out) if path_out is not None else None, job.size_before,
-                   size_after, chosen, result, start)
+    return _report(
+        os.fspath(job.path_in),
+        os.fspath(path_out) if path_out is not None else None,
+        job.size_before,
+        size_after,
+        chosen,
+        result,
+        start,
+    )
 
 
-def widen_bytes(data: Union[bytes, bytearray, memoryview], *, layout: str = "auto") -> Tuple[bytes, WidenReport]:
+def widen_bytes(data: bytes | bytearray | memoryview, *, layout: str = "auto") -> tuple[bytes, WidenReport]:
     """:func:`widen` for a model held in memory."""
     start = time.perf_counter()
     job = BytesJob(data)
     with job.model() as model:
         result = widen_model(model)
         output, committed = job.commit(result.model if result.widened else None, layout)
-    return output, _report("<bytes>", "<bytes>", committed.size_before, committed.size_after, committed.layout, result, start)
+    return output, _report(
+        "<bytes>", "<bytes>", committed.size_before, committed.size_after, committed.layout, result, start
+    )
 
 
-def _report(source: str, target: Optional[str], size_before: int, size_after: Optional[int], layout: Optional[str],
-            result: Widened, start: float) -> WidenReport:
-    return WidenReport(source, target, size_before, size_after, tuple(result.widened), result.dequantize_ops_removed,
-                       result.operator_codes_removed, tuple(result.float16_kept), layout, time.perf_counter() - start,
-                       result.metadata)
+def _report(
+    source: str,
+    target: str | None,
+    size_before: int,
+    size_after: int | None,
+    layout: str | None,
+    result: Widened,
+    start: float,
+) -> WidenReport:
+    return WidenReport(
+        source,
+        target,
+        size_before,
+        size_after,
+        tuple(result.widened),
+        result.dequantize_ops_removed,
+        result.operator_codes_removed,
+        tuple(result.float16_kept),
+        layout,
+        time.perf_counter() - start,
+        result.metadata,
+    )

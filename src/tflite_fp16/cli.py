@@ -508,7 +508,7 @@ def _batch(args: argparse.Namespace, options: Options, parser: argparse.Argument
         for line in _batch_table(results):
             print(line, file=human)
     if args.json:
-        _emit_json(args.json, [r.to_dict() for r in results])  # type: ignore[arg-type]
+        _emit_json(args.json, [r.to_dict() for r in results])
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILURE
 
 
@@ -547,7 +547,7 @@ def _check(args: argparse.Namespace, options: Options) -> int:
     if not args.quiet:
         print(f"check: {len(results)} files, {found} with constants to convert, {failed} unreadable", file=human)
     if args.json:
-        _emit_json(args.json, [r.to_dict() for r in results])  # type: ignore[arg-type]
+        _emit_json(args.json, [r.to_dict() for r in results])
     if found:
         return EXIT_CHECK_FOUND
     return EXIT_BAD_INPUT if failed else EXIT_OK

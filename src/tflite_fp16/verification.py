@@ -219,12 +219,13 @@ def _first_interpreter(model: ModelSource, notes: list[str]) -> tuple[Any, str]:
         except (ValueError, RuntimeError) as error:
             failure = failure or error
             continue
-        if resolver != RESOLVERS[0]:
+        if failure is not None:
             notes.append(
                 f"XNNPACK cannot prepare the model ({_one_line(failure)}); both models ran on LiteRT's builtin kernels"
-            )  # type: ignore[arg-type]
+            )
         return interpreter, resolver
-    raise failure  # type: ignore[misc]
+    assert failure is not None
+    raise failure
 
 
 def _runners(interpreter: Any) -> list[_Runner]:
@@ -401,7 +402,7 @@ class Verifier:
                 f"LiteRT cannot load the original model, so it cannot be verified: {_one_line(error)}"
             ) from None
         self.plan: list[tuple[str | None, list[Sample], list[dict[str, np.ndarray]]]] = []
-        used = set()
+        used: set[str] = set()
         for runner in runners:
             samples = _samples_for(runner, arrays, probes, seed, notes)
             used.update(n for n in runner.inputs)

@@ -97,7 +97,7 @@ def model_hash(root: Table, layout: str = "normal") -> int:
     for buffer in root.tables("buffers"):
         data = buffer.fields.get("data")
         has_vector = data is not None and (layout == "normal" or data.nbytes == 0)
-        data_length.append(int(data.nbytes) if has_vector else None)
+        data_length.append(int(data.nbytes) if data is not None and has_vector else None)
     n_buffers = len(data_length)
     items: list[int] = []
     append, extend = items.append, items.extend

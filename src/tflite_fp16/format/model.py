@@ -80,7 +80,8 @@ class Table:
 
     def tables(self, name: str) -> tuple[Table, ...]:
         """A vector-of-tables field, empty when absent."""
-        return self.fields.get(name, ())
+        value: tuple[Table, ...] = self.fields.get(name, ())
+        return value
 
     def ints(self, name: str) -> list[int]:
         """A vector-of-integers field as a list, empty when absent."""

@@ -147,7 +147,7 @@ def _process_alive(pid: int) -> bool:
 
 def remove_stale_temporaries(directory: str) -> list[str]:
     """Remove temporary files this tool left in ``directory`` on this host from processes that are gone."""
-    removed = []
+    removed: list[str] = []
     try:
         entries = list(os.scandir(directory))
     except OSError:

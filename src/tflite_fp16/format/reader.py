@@ -135,7 +135,7 @@ class _Parser:
         self._span(pos, 4, what)
         if pos % 4:
             raise InvalidModelError(f"{what}: offset at {pos} is not 4-byte aligned")
-        value = _U32.unpack_from(self.data, pos)[0]
+        value: int = _U32.unpack_from(self.data, pos)[0]
         self._check_offset(value, pos, what)
         return pos + value
 
@@ -297,7 +297,7 @@ class _Parser:
                 # bytes (buffer data, custom options): a zero-copy view, shared wherever it is used
                 value = np.frombuffer(data, NUMPY_DTYPES[field.type], length, start)  # type: ignore[index]
             else:
-                vector_key = (length, field.type)
+                vector_key = (length, field.type or "")
                 unpacker = _VECTORS.get(vector_key)
                 if unpacker is None:
                     unpacker = struct.Struct(f"<{length}{_CODES[field.type]}")  # type: ignore[index]
@@ -382,6 +382,7 @@ def parse_model(data: Any) -> TFLiteModel:
     except _Shared:
         parser = _read(data, size, memoize=True)
     root = parser.root
+    assert root is not None
     parser._charge(0, 0)  # the tables read for the first time count too
     root, end, external = _external_data(root, data, size, parser.end)
     base = int(np.frombuffer(data, np.uint8, 1).__array_interface__["data"][0])

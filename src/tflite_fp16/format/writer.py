@@ -124,8 +124,8 @@ def _template(name: str, field_names: tuple[str, ...]) -> _Template:
         raise AssertionError("Buffer has a reference field besides data: teach the writer about it")
     fields = [spec.by_name[f] for f in field_names]
     sized = sorted(
-        ((4 if f.kind in _OFFSET_KINDS else _SIZES[f.type], f) for f in fields), key=lambda p: (-p[0], p[1].slot)
-    )  # type: ignore[index]
+        ((4 if f.kind in _OFFSET_KINDS else _SIZES[f.type or ""], f) for f in fields), key=lambda p: (-p[0], p[1].slot)
+    )
     fmt = ["<i"]
     position = 4
     offsets: dict[str, int] = {}
@@ -529,7 +529,7 @@ def _write_parts(handle: BinaryIO, model: TFLiteModel, layout: str) -> tuple[int
             if chosen == "normal":
                 handle.write(_U32.pack(data.nbytes))
             if isinstance(data, np.ndarray):
-                handle.write(memoryview(np.ascontiguousarray(data)).cast("B"))
+                handle.write(np.ascontiguousarray(data).data.cast("B"))
             else:
                 if next_group < len(groupable) and data is groupable[next_group]:
                     end, total = next_group, 0

@@ -1,6 +1,6 @@
 """The TFLite schema revision tflite-fp16 supports, loaded from ``tflite_schema.json``.
 
-``schema/generate.py`` writes the record from the generated schema code of the
+``scripts/generate_schema.py`` writes the record from the generated schema code of the
 ``tflite`` and ``ai_edge_litert`` packages (their union: LiteRT's newest schema);
 this module turns it into lookup tables for the reader and the writer.
 """

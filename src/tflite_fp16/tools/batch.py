@@ -143,19 +143,19 @@ def run_batch(
     results: dict[int, BatchResult] = {}
     writers: dict[str, str] = {}  # output -> the input written there
     bar = _progress(len(models), progress)
-    for i, (source, relative) in enumerate(models):
-        target = str(source) if in_place else str(Path(out_dir) / relative)  # type: ignore[arg-type]
+    for i, (found, relative) in enumerate(models):
+        target = str(found) if in_place else str(Path(out_dir) / relative)  # type: ignore[arg-type]
         key = os.path.abspath(target)
         if key in writers:
             results[i] = BatchResult(
-                str(source), target, None, f"{quote(writers[key])} is written to the same output", "OutputError", False
+                str(found), target, None, f"{quote(writers[key])} is written to the same output", "OutputError", False
             )
             _report(results[i], on_result, bar)
             continue
-        writers[key] = str(source)
+        writers[key] = str(found)
         if not in_place:
             os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
-        work.append((i, str(source), target))
+        work.append((i, str(found), target))
     own = None
     workers = jobs or os.cpu_count() or 1
     if executor is None and workers > 1 and len(work) > 1:

@@ -16,7 +16,7 @@ from typing import Any, Union
 
 from ..conversion.plan import OP_NAMES, TYPE_NAMES, make_plan
 from ..errors import RewriteError
-from ..format.model import BUILTIN_OPS, DEQUANTIZE, FLOAT16, TFLiteModel, op_of
+from ..format.model import BUILTIN_OPS, DEQUANTIZE, FLOAT16, Table, TFLiteModel, op_of
 from ..format.paths import existing_input
 from ..format.reader import open_model, parse_table
 from ..options import Options
@@ -82,7 +82,7 @@ def _appended(model: TFLiteModel) -> dict[str, Any]:
     return {"bytes": len(trailing), "zip_files": files}
 
 
-def _shape(tensor: Any) -> list[int]:
+def _shape(tensor: Table) -> list[int]:
     signature = tensor.ints("shape_signature")
     return signature if signature else tensor.ints("shape")
 
@@ -136,7 +136,7 @@ def inspect_model(model: TFLiteModel, size: int, options: Options | None = None)
         )
     info["signatures"] = signatures
 
-    histogram: Counter = Counter()
+    histogram: Counter[tuple[str, int]] = Counter()
     for sg in subgraphs:
         for op in sg.tables("operators"):
             index = op.get("opcode_index")
@@ -147,7 +147,7 @@ def inspect_model(model: TFLiteModel, size: int, options: Options | None = None)
     ]
 
     by_type: dict[str, dict[str, int]] = defaultdict(lambda: {"tensors": 0, "constants": 0, "constant_bytes": 0})
-    seen_buffers: dict[str, set] = defaultdict(set)
+    seen_buffers: dict[str, set[int]] = defaultdict(set)
     features: dict[str, Any] = {
         "sparse_tensors": 0,
         "variables": 0,
@@ -212,12 +212,12 @@ def inspect_model(model: TFLiteModel, size: int, options: Options | None = None)
     info["float16_constants_feeding_dequantize"] = float16_into_dequantize
     info["features"] = features
 
-    metadata = []
-    for entry in root.tables("metadata"):
-        name = _text(entry.fields.get("name"))
-        raw = model.buffer_data(entry.get("buffer")).tobytes()
+    metadata: list[dict[str, Any]] = []
+    for item in root.tables("metadata"):
+        name = _text(item.fields.get("name"))
+        raw = model.buffer_data(item.get("buffer")).tobytes()
         metadata.append(
-            {"name": name, "buffer": entry.get("buffer"), "bytes": len(raw), "value": _decode_metadata(name, raw)}
+            {"name": name, "buffer": item.get("buffer"), "bytes": len(raw), "value": _decode_metadata(name, raw)}
         )
     info["metadata"] = metadata
 

@@ -13,16 +13,17 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from .conversion.plan import Plan
 from .errors import RewriteError
 from .options import Options
 from .pipeline import BytesLike, FileJob, convert_bytes, convert_file, plan_of_file
 from .report import Report
-from .tools import auto
-from .tools.batch import BatchResult, CheckResult, failure_of, find_models, run_batch
-from .tools.widen import widen
+
+if TYPE_CHECKING:
+    from .tools.auto import SearchResult
+    from .tools.batch import BatchResult, CheckResult
 
 __all__ = ["check_many", "plan_file", "rewrite", "rewrite_bytes", "rewrite_many"]
 
@@ -72,6 +73,8 @@ def rewrite(path_in: PathLike, path_out: PathLike | None, options: Options | Non
     opts = Options.resolve(options, **overrides)
     if not opts.auto:
         return convert_file(path_in, path_out, opts)
+    from .tools import auto
+
     start = time.perf_counter()
     FileJob(path_in, path_out)  # the paths are checked before the search
     result = auto.search(os.fspath(path_in), opts)
@@ -88,6 +91,8 @@ def rewrite_bytes(data: BytesLike, options: Options | None = None, **overrides: 
     opts = Options.resolve(options, **overrides)
     if not opts.auto:
         return convert_bytes(data, opts)
+    from .tools import auto
+
     start = time.perf_counter()
     original = bytes(memoryview(data).cast("B"))
     result = auto.search(original, opts)
@@ -95,9 +100,11 @@ def rewrite_bytes(data: BytesLike, options: Options | None = None, **overrides: 
     return output, _searched(report, result, opts, start)
 
 
-def _searched(report: Report, result: auto.SearchResult, options: Options, start: float) -> Report:
+def _searched(report: Report, result: SearchResult, options: Options, start: float) -> Report:
     """The final conversion's report as the search's: its kept tensors labelled ``tolerance``, the
     search attached, the keep file written."""
+    from .tools import auto
+
     if options.save_keep is not None:
         auto.write_keep_file(options.save_keep, result)
     return dataclasses.replace(
@@ -111,6 +118,9 @@ def _searched(report: Report, result: auto.SearchResult, options: Options, start
 
 def convert_one(source: str, target: str, options: Options, to: str) -> BatchResult:
     """One file of :func:`rewrite_many` (run in a worker): every error caught and described."""
+    from .tools.batch import BatchResult, failure_of
+    from .tools.widen import widen
+
     try:
         report: Any = (
             widen(source, target, layout=options.layout) if to == "float32" else rewrite(source, target, options)
@@ -154,6 +164,8 @@ def rewrite_many(
         raise ValueError("give out_dir, or in_place=True (not both)")
     if to not in ("float16", "float32"):
         raise ValueError(f"to must be 'float16' or 'float32', not {to!r}")
+    from .tools.batch import run_batch
+
     opts = Options.resolve(options, **overrides)
     if opts.save_keep is not None:
         raise ValueError("save_keep names one file; it has no meaning for many (use keep_from)")
@@ -177,6 +189,8 @@ def check_many(inputs: Sequence[PathLike], options: Options | None = None, **ove
     >>> [r.input for r in check_many(["release/"]) if not r.passes]     # doctest: +SKIP
     ['release/detector.tflite']
     """
+    from .tools.batch import CheckResult, find_models
+
     opts = Options.resolve(options, **overrides)
     results = []
     for source, _ in find_models(inputs):

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .conversion.cast import CastStats, Float16Cast, measure
 from .conversion.edit import apply_plan
@@ -31,8 +32,10 @@ from .format.writer import check_table_limit, copy_file, serialize, write_model
 from .options import Options
 from .report import Report
 from .text import quote
-from .verification import Verifier, VerifyReport
 from .work import gc_paused, thread_pool
+
+if TYPE_CHECKING:
+    from .verification import Verifier, VerifyReport
 
 __all__ = [
     "BytesJob",
@@ -145,6 +148,8 @@ def make_verifier(original: str | bytes, options: Options) -> Verifier | None:
     converting so that a missing LiteRT or unusable inputs fail fast."""
     if not options.verify:
         return None
+    from .verification import Verifier  # LiteRT's side, loaded only to verify
+
     return Verifier(original, options.inputs, probes=options.probes, tolerance=options.tolerance)
 
 

@@ -12,15 +12,17 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from .conversion.cast import CastStats
 from .conversion.plan import KeptTensor, Plan
 from .options import Options
 from .text import json_number as number
 from .text import quote
-from .verification import VerifyReport
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .verification import VerifyReport
 
 __all__ = [
     "NOTABLE_LINES",

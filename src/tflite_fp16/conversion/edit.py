@@ -1,4 +1,4 @@
-"""Apply a :class:`~tflite_fp16.plan.Plan` to a model, returning a new model.
+"""Apply a :class:`~tflite_fp16.conversion.plan.Plan` to a model, returning a new model.
 
 Original tensors keep their indices (new tensors are appended). Each operator
 list is rebuilt in one pass: first one DEQUANTIZE op per converted constant
@@ -8,7 +8,7 @@ sees one contiguous graph rather than one cut at every DEQUANTIZE left on the
 CPU), then the original operators in their order, reading the DEQUANTIZE
 outputs. A sparse constant's DENSIFY keeps its place, with its DEQUANTIZE
 right after it. No index is patched after the fact; the input model is never
-changed. The metadata the plan decided (see :mod:`tflite_fp16.metadata`) is
+changed. The metadata the plan decided (see :mod:`tflite_fp16.conversion.metadata`) is
 written here too.
 """
 
@@ -39,7 +39,7 @@ DENSIFIED_SUFFIX = b"/densify_fp16"
 
 def apply_plan(model: TFLiteModel, plan: Plan, float16_data: Mapping[int, Any]) -> TFLiteModel:
     """The rewritten model. ``float16_data`` maps each converted buffer index to its float16
-    data: an array, or a :class:`~tflite_fp16.cast.Float16Cast` the writer casts as it writes."""
+    data: an array, or a :class:`~tflite_fp16.conversion.cast.Float16Cast` the writer casts as it writes."""
     if not plan.conversions:
         return model
     buffers = list(model.buffers)

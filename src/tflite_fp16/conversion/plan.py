@@ -26,7 +26,7 @@ float32, with a stable reason code (:data:`REASONS`), when it is
 Buffers are shared between tensors (TensorFlow deduplicates equal bytes, even
 across types): a conversion never changes what another tensor reads.
 
-The lossy decision needs the data: :func:`~tflite_fp16.cast.value_stats`
+The lossy decision needs the data: :func:`~tflite_fp16.conversion.cast.value_stats`
 measures every candidate buffer cheaply, and only those whose cast error
 bound exceeds the limit are cast to measure the exact error.
 """
@@ -388,7 +388,7 @@ def make_plan(model: TFLiteModel, options: Options | None = None, executor: Exec
     Raises :class:`~tflite_fp16.errors.LossyModelError` for lossy constants
     under ``lossy="error"``.
 
-    >>> from tflite_fp16.reader import read_model      # doctest: +SKIP
+    >>> from tflite_fp16.format.reader import read_model      # doctest: +SKIP
     >>> print(make_plan(read_model("model.tflite")).describe())   # doctest: +SKIP
     """
     options = options if options is not None else Options()

@@ -1,4 +1,4 @@
-"""Read a ``.tflite`` file into a :class:`~tflite_fp16.model.TFLiteModel`.
+"""Read a ``.tflite`` file into a :class:`~tflite_fp16.format.model.TFLiteModel`.
 
 The file is memory-mapped; vectors (buffer data above all) become NumPy views
 into the mapping, so nothing is copied until the cast. Every offset and length

@@ -1,4 +1,4 @@
-"""Serialize a :class:`~tflite_fp16.model.TFLiteModel` to a ``.tflite`` file.
+"""Serialize a :class:`~tflite_fp16.format.model.TFLiteModel` to a ``.tflite`` file.
 
 Order of the output file:
 

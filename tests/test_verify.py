@@ -53,7 +53,7 @@ def test_npz_samples_and_dynamic_dimensions_from_the_arrays(tmp_path: Path) -> N
     source, out = DATA / "dynamic_batch.fp32.tflite", tmp_path / "out.tflite"
     rewrite(source, out)
     probes = verify(source, out)
-    assert any("dynamic dimensions" in note and "set them to 1" in note for note in probes.notes)
+    assert any("dynamic dimensions" in note and "[1, 12, 12, 2]" in note for note in probes.notes)  # the batch: 1
     rng = np.random.default_rng(0)
     batch = rng.standard_normal((3, 4, 12, 12, 2)).astype(np.float32)  # 3 samples of batch 4
     npz = tmp_path / "calibration.npz"
@@ -85,7 +85,9 @@ def test_cli_verify_passes_and_reports(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stderr == "", "LiteRT's native log lines must not leak"
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("10 tensors converted") and lines[1].startswith("verify: passed (1 output x 3 samples")
+    assert lines[0].startswith("10 tensors converted") and lines[1].startswith(
+        "verify: passed (1 output x 3 probes for breakage"
+    )
 
 
 def test_cli_verify_failure_exits_3_and_writes_nothing(tmp_path: Path) -> None:
@@ -164,9 +166,15 @@ def test_rewrite_bytes_matches_the_file_rewrite_and_verifies(tmp_path: Path) -> 
 
 
 def test_compare_outputs_edge_cases() -> None:
-    assert compare_outputs(np.zeros(3), np.zeros(3)) == (0.0, 0.0, 1.0, 0)
-    max_abs, rel, _, new = compare_outputs(np.array([1.0, -np.inf]), np.array([1.0, -np.inf]))
-    assert (max_abs, rel, new) == (0.0, 0.0, 0)
-    assert compare_outputs(np.array([1.0, 2.0]), np.array([1.0, np.nan]))[3] == 1
-    assert compare_outputs(np.zeros(2), np.array([0.0, 1e-3]))[1] == float("inf")
-    assert compare_outputs(np.array([3.0, 4.0]), np.array([3.0, 4.5]))[1] == pytest.approx(0.1)
+    same = compare_outputs(np.zeros(3), np.zeros(3))
+    assert (same.max_abs_error, same.rel_l2_error, same.cosine, same.new_nonfinite) == (0.0, 0.0, 1.0, 0)
+    infinite = compare_outputs(np.array([1.0, -np.inf]), np.array([1.0, -np.inf]))
+    assert (infinite.max_abs_error, infinite.rel_l2_error, infinite.compared) == (0.0, 0.0, 1)
+    assert compare_outputs(np.array([1.0, 2.0]), np.array([1.0, np.nan])).new_nonfinite == 1
+    assert compare_outputs(np.zeros(2), np.array([0.0, 1e-3])).rel_l2_error == float("inf")
+    assert compare_outputs(np.array([3.0, 4.0]), np.array([3.0, 4.5])).rel_l2_error == pytest.approx(0.1)
+    assert compare_outputs(np.array([np.nan, np.inf]), np.array([1.0, 2.0])).compared == 0
+    rows = np.array([[0.1, 0.9], [0.8, 0.2], [0.5, 0.4], [0.3, 0.7]])
+    flipped = rows.copy()
+    flipped[2] = [0.4, 0.5]
+    assert compare_outputs(rows, flipped).top1_mismatch == pytest.approx(0.25)

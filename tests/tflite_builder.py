@@ -677,3 +677,177 @@ def case_model(branches: int = 2):  # type: ignore[no-untyped-def]
             )
         )
     return litert_model([litert_code(STABLEHLO_CASE), litert_code(ADD)], subgraphs, buffers)
+
+
+# ---------------------------------------------------------------- models for verification
+
+LOGISTIC, CONV_2D_OPTIONS, RESHAPE = 14, 1, 22
+VALID = 1
+
+
+def sigmoid_map_model(width: int = 16, outputs: int = 64, gain: float = 200.0, seed: int = 0) -> Model:
+    """A probability map whose float16 error is large but harmless, as a DB text detector's is:
+    ``y = sigmoid(gain * (x·Aᵀ − x·Bᵀ))`` with ``A = B + 0.01·C`` (a steep binarization of a
+    difference of two maps). Float16 moves its outputs by a relative L2 error of a few percent
+    on N(0,1) inputs, far above 1e-2 but far from broken, and by nothing on zeros."""
+    rng = np.random.default_rng(seed)
+    b = rng.standard_normal((outputs, width)).astype("<f4")
+    a = (b + 0.01 * rng.standard_normal((outputs, width))).astype("<f4")
+    return Model(
+        operator_codes=[OperatorCode(FULLY_CONNECTED), OperatorCode(SUB), OperatorCode(MUL), OperatorCode(LOGISTIC)],
+        subgraphs=[
+            Subgraph(
+                tensors=[
+                    Tensor([1, width], name="image"),
+                    Tensor([outputs, width], name="map/a", buffer=1),
+                    Tensor([outputs, width], name="map/b", buffer=2),
+                    Tensor([1, outputs], name="map/pa"),
+                    Tensor([1, outputs], name="map/pb"),
+                    Tensor([1, outputs], name="map/difference"),
+                    Tensor([1], name="map/gain", buffer=3),
+                    Tensor([1, outputs], name="map/logits"),
+                    Tensor([1, outputs], name="probability"),
+                ],
+                operators=[
+                    Operator(0, [0, 1, -1], [3]),
+                    Operator(0, [0, 2, -1], [4]),
+                    Operator(1, [3, 4], [5]),
+                    Operator(2, [5, 6], [7]),
+                    Operator(3, [7], [8]),
+                ],
+                inputs=[0],
+                outputs=[8],
+                name="main",
+            )
+        ],
+        buffers=[None, a.tobytes(), b.tobytes(), float_bytes([gain])],
+        signatures=[Signature("serving_default", 0, [("image", 0)], [("probability", 8)])],
+    )
+
+
+def conv_image_model(kernel: int = 3, channels: int = 4, seed: int = 0) -> Model:
+    """A fully convolutional model of input ``1 x -1 x -1 x 3`` (any image size): one CONV_2D
+    with a ``kernel x kernel`` VALID window, so LiteRT cannot prepare it for images smaller
+    than the kernel (a 1 x 1 image, say)."""
+    rng = np.random.default_rng(seed)
+    weights = (0.2 * rng.standard_normal((channels, kernel, kernel, 3))).astype("<f4")
+    bias = (0.1 * rng.standard_normal(channels)).astype("<f4")
+    return Model(
+        operator_codes=[OperatorCode(CONV_2D)],
+        subgraphs=[
+            Subgraph(
+                tensors=[
+                    Tensor([1, 1, 1, 3], name="image", shape_signature=[1, -1, -1, 3]),
+                    Tensor([channels, kernel, kernel, 3], name="conv/weights", buffer=1),
+                    Tensor([channels], name="conv/bias", buffer=2),
+                    Tensor([1, 1, 1, channels], name="features", shape_signature=[1, -1, -1, channels]),
+                ],
+                operators=[
+                    Operator(
+                        0, [0, 1, 2], [3], options_type=CONV_2D_OPTIONS, options_fields=[(0, VALID), (1, 1), (2, 1)]
+                    )
+                ],
+                inputs=[0],
+                outputs=[3],
+                name="main",
+            )
+        ],
+        buffers=[None, weights.tobytes(), bias.tobytes()],
+        signatures=[Signature("serving_default", 0, [("image", 0)], [("features", 3)])],
+    )
+
+
+def audio_window_model(window: int = 8, channels: int = 2, seed: int = 0) -> Model:
+    """An audio front-end of input ``1 x -1`` (any number of samples): the samples reshaped to
+    ``1 x 1 x N x 1`` and filtered by a CONV_2D of a ``window``-sample VALID window, so LiteRT
+    cannot prepare it for fewer samples than the window (1 sample, say)."""
+    rng = np.random.default_rng(seed)
+    weights = (0.3 * rng.standard_normal((channels, 1, window, 1))).astype("<f4")
+    bias = (0.1 * rng.standard_normal(channels)).astype("<f4")
+    return Model(
+        operator_codes=[OperatorCode(RESHAPE), OperatorCode(CONV_2D)],
+        subgraphs=[
+            Subgraph(
+                tensors=[
+                    Tensor([1, 1], name="audio", shape_signature=[1, -1]),
+                    Tensor([4], type=INT32, name="frames/shape", buffer=1),
+                    Tensor([1, 1, 1, 1], name="frames", shape_signature=[1, 1, -1, 1]),
+                    Tensor([channels, 1, window, 1], name="filter/weights", buffer=2),
+                    Tensor([channels], name="filter/bias", buffer=3),
+                    Tensor([1, 1, 1, channels], name="filtered", shape_signature=[1, 1, -1, channels]),
+                ],
+                operators=[
+                    Operator(0, [0, 1], [2]),
+                    Operator(
+                        1, [2, 3, 4], [5], options_type=CONV_2D_OPTIONS, options_fields=[(0, VALID), (1, 1), (2, 1)]
+                    ),
+                ],
+                inputs=[0],
+                outputs=[5],
+                name="main",
+            )
+        ],
+        buffers=[None, np.array([1, 1, -1, 1], "<i4").tobytes(), weights.tobytes(), bias.tobytes()],
+        signatures=[Signature("serving_default", 0, [("audio", 0)], [("filtered", 5)])],
+    )
+
+
+SPLIT, SPLIT_OPTIONS = 49, 35
+
+
+def split_by_zero_model() -> Model:
+    """``y = SPLIT(x + c)`` into 0 parts: a model LiteRT's verifier accepts and whose SPLIT
+    crashes LiteRT when the interpreter is prepared (it divides by the number of parts)."""
+    return Model(
+        operator_codes=[OperatorCode(ADD), OperatorCode(SPLIT)],
+        subgraphs=[
+            Subgraph(
+                tensors=[
+                    Tensor([1, 4], name="x"),
+                    Tensor([1, 4], name="c", buffer=1),
+                    Tensor([1, 4], name="s"),
+                    Tensor([], type=INT32, name="axis", buffer=2),
+                    Tensor([1, 4], name="y"),
+                ],
+                operators=[
+                    Operator(0, [0, 1], [2]),
+                    Operator(1, [3, 2], [4], options_type=SPLIT_OPTIONS, options_fields=[(0, 0)]),
+                ],
+                inputs=[0],
+                outputs=[4],
+                name="main",
+            )
+        ],
+        buffers=[None, float_bytes([0.5, 1.5, -2.0, 3.0]), np.array([1], "<i4").tobytes()],
+        signatures=[Signature("serving_default", 0, [("x", 0)], [("y", 4)])],
+    )
+
+
+def sensitive_dense_model(width: int = 16, seed: int = 0) -> Model:
+    """``y = (x·Wᵀ + b) * k``, where on the calibration input ``x = 1`` the bias nearly cancels
+    the product (``b = -W·1 + 0.001·r``): the dense layer's own output is where float16's
+    rounding of W and b turns into a large error; k (harmless) follows."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((width, width)).astype("<f4")
+    b = (-w.astype(np.float64).sum(axis=1) + 0.001 * rng.standard_normal(width)).astype("<f4")
+    return Model(
+        operator_codes=[OperatorCode(FULLY_CONNECTED), OperatorCode(MUL)],
+        subgraphs=[
+            Subgraph(
+                tensors=[
+                    Tensor([1, width], name="x"),
+                    Tensor([width, width], name="dense/weights", buffer=1),
+                    Tensor([width], name="dense/bias", buffer=2),
+                    Tensor([1, width], name="dense/output"),
+                    Tensor([1], name="scale/k", buffer=3),
+                    Tensor([1, width], name="y"),
+                ],
+                operators=[Operator(0, [0, 1, 2], [3]), Operator(1, [3, 4], [5])],
+                inputs=[0],
+                outputs=[5],
+                name="main",
+            )
+        ],
+        buffers=[None, w.tobytes(), b.tobytes(), float_bytes([2.0])],
+        signatures=[Signature("serving_default", 0, [("x", 0)], [("y", 5)])],
+    )

@@ -16,7 +16,9 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, Union
 
 from .conversion.plan import Plan
-from .errors import RewriteError
+from .errors import RewriteError, VerificationError
+from .format.paths import check_output
+from .format.writer import copy_file
 from .options import Options
 from .pipeline import BytesLike, FileJob, convert_bytes, convert_file, plan_of_file
 from .report import Report
@@ -24,6 +26,7 @@ from .report import Report
 if TYPE_CHECKING:
     from .tools.auto import SearchResult
     from .tools.batch import BatchResult, CheckResult
+    from .verification import VerifyReport
 
 __all__ = ["check_many", "plan_file", "rewrite", "rewrite_bytes", "rewrite_many"]
 
@@ -71,8 +74,10 @@ def rewrite(path_in: PathLike, path_out: PathLike | None, options: Options | Non
     written) when ``verify`` finds the outputs beyond ``tolerance``.
     """
     opts = Options.resolve(options, **overrides)
+    if opts.plot is not None:
+        check_output(opts.plot)
     if not opts.auto:
-        return convert_file(path_in, path_out, opts)
+        return _drawn(opts, lambda: convert_file(path_in, path_out, opts))
     from .tools import auto
 
     start = time.perf_counter()
@@ -89,8 +94,12 @@ def rewrite_bytes(data: BytesLike, options: Options | None = None, **overrides: 
     ...     converted, report = rewrite_bytes(f.read(), lossy="convert")
     """
     opts = Options.resolve(options, **overrides)
+    if opts.plot is not None:
+        check_output(opts.plot)
     if not opts.auto:
-        return convert_bytes(data, opts)
+        output, report = convert_bytes(data, opts)
+        _draw(opts, report.verification)
+        return output, report
     from .tools import auto
 
     start = time.perf_counter()
@@ -98,6 +107,26 @@ def rewrite_bytes(data: BytesLike, options: Options | None = None, **overrides: 
     result = auto.search(original, opts)
     output, report = convert_bytes(original, result.final_options(opts, verify=True))
     return output, _searched(report, result, opts, start)
+
+
+def _drawn(options: Options, convert: Callable[[], Report]) -> Report:
+    """``convert()``, with ``options.plot`` drawn from its verification, failed or passed."""
+    try:
+        report = convert()
+    except VerificationError as error:
+        _draw(options, error.report)
+        raise
+    _draw(options, report.verification)
+    return report
+
+
+def _draw(options: Options, verification: VerifyReport | None, curve: Sequence[tuple[int, float]] = ()) -> None:
+    """Write ``options.plot``: the per-layer error of ``verification`` (and a search's ``curve``)."""
+    if options.plot is None or (verification is None and not curve):
+        return
+    from .verification.plot import plot_png
+
+    copy_file(plot_png(verification, curve, options.tolerance), options.plot)
 
 
 def _searched(report: Report, result: SearchResult, options: Options, start: float) -> Report:

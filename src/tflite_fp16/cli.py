@@ -24,7 +24,15 @@ from .errors import (
     UnsupportedModelError,
     VerificationError,
 )
-from .options import DEFAULT_MAX_CAST_ERROR, DEFAULT_TOLERANCE, LOSSY_POLICIES, Options
+from .options import (
+    BREAKAGE_BOUND,
+    DEFAULT_MAX_CAST_ERROR,
+    DEFAULT_TOLERANCE,
+    DEFAULT_VERIFY_TIMEOUT,
+    LOSSY_POLICIES,
+    METRICS,
+    Options,
+)
 from .text import quote
 from .version import __version__
 
@@ -153,20 +161,53 @@ def _parser() -> argparse.ArgumentParser:
         "--verify",
         action="store_true",
         help="run both models in LiteRT and compare every output before writing; exit 3 (and write "
-        "nothing) when an output's relative L2 error exceeds --tolerance or new non-finite values appear",
+        "nothing) when an output on --inputs is beyond --tolerance, or, on the probes (N(0,1), zeros, "
+        f"N(0,1) x 1000), the model breaks: new non-finite values or a relative L2 error above {BREAKAGE_BOUND:g}",
     )
     check.add_argument(
         "--inputs",
-        metavar="FILE.npz",
-        help="verify on these arrays (named after the inputs; one extra leading axis = several samples) "
-        "instead of the probes (N(0,1), zeros, N(0,1) x 1000)",
+        metavar="FILE",
+        help="verify on these arrays instead of the probes: an .npz named after the inputs (one extra leading "
+        "axis = several samples), or an .npy for a model with one input",
     )
     check.add_argument(
         "--tolerance",
         type=float,
         default=None,
         metavar="T",
-        help=f"largest relative L2 error accepted per output (default {DEFAULT_TOLERANCE:g})",
+        help=f"largest error accepted per output on --inputs, under --metric (default {DEFAULT_TOLERANCE:g})",
+    )
+    check.add_argument(
+        "--metric",
+        choices=METRICS,
+        default="rel_l2",
+        help="how --tolerance measures an output on --inputs: relative L2 error (default), max abs error, "
+        "1 - cosine similarity, or top1: the share of rows whose arg-max over the last axis differs",
+    )
+    check.add_argument(
+        "--shape",
+        action="append",
+        default=[],
+        metavar="NAME=D0,D1,...",
+        help="the probes' size for an input with dynamic dimensions (repeatable); without it, the first "
+        "size LiteRT runs (1, 2, 4, ... 65536)",
+    )
+    check.add_argument(
+        "--layers",
+        action="store_true",
+        help="compare every intermediate tensor on the worst sample and show where the error enters",
+    )
+    check.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="draw the per-layer error along the graph (and --auto's trade-off); needs pip install 'tflite-fp16[plot]'",
+    )
+    check.add_argument(
+        "--verify-timeout",
+        type=float,
+        default=DEFAULT_VERIFY_TIMEOUT,
+        metavar="S",
+        help=f"seconds LiteRT may take to run one model on every sample (default {DEFAULT_VERIFY_TIMEOUT:g})",
     )
     check.add_argument(
         "--probes",
@@ -193,8 +234,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Options:
-    if (args.inputs is not None or args.tolerance is not None or args.probes) and not (args.verify or args.auto):
-        parser.error("--inputs, --probes and --tolerance apply to --verify and --auto; add one of them")
+    verifying = (
+        args.inputs is not None
+        or args.tolerance is not None
+        or args.probes
+        or args.metric != "rel_l2"
+        or args.shape
+        or args.layers
+        or args.plot is not None
+        or args.verify_timeout != DEFAULT_VERIFY_TIMEOUT
+    )
+    if verifying and not (args.verify or args.auto):
+        parser.error(
+            "--inputs, --probes, --tolerance, --metric, --shape, --layers, --plot and --verify-timeout apply to "
+            "--verify and --auto; add one of them"
+        )
     if args.save_keep is not None and not args.auto:
         parser.error("--save-keep writes what --auto chose; add --auto")
     if args.verify and args.dry_run:
@@ -215,6 +269,11 @@ def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Optio
             inputs=args.inputs,
             probes=args.probes,
             tolerance=DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
+            metric=args.metric,
+            shapes=_shapes(args.shape, parser),
+            layers=args.layers,
+            plot=args.plot,
+            verify_timeout=args.verify_timeout,
             auto=args.auto,
             keep_from=args.keep_from,
             save_keep=args.save_keep,
@@ -223,6 +282,20 @@ def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Optio
     except (TypeError, ValueError) as error:
         parser.error(str(error))
         raise  # unreachable: parser.error exits
+
+
+def _shapes(values: list[str], parser: argparse.ArgumentParser) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for value in values:
+        name, _, dims = value.rpartition("=")
+        try:
+            shape = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            shape = ()
+        if not name or not shape:
+            parser.error(f"--shape {value!r}: give NAME=D0,D1,... (for example --shape audio=1,16000)")
+        shapes[name] = shape
+    return shapes
 
 
 def _emit_json(destination: str, data: Any) -> None:
@@ -440,6 +513,12 @@ def _single(args: argparse.Namespace, options: Options) -> int:
         if error.report is not None and not args.quiet:
             for line in error.report.lines() if args.verbose else [f"  {line}" for line in _failures(error.report)]:
                 print(line, file=sys.stderr)
+            for line in error.report.layer_lines():
+                print(line, file=sys.stderr)
+            for note in error.report.notes:
+                print(f"  note: {note}", file=sys.stderr)
+        if error.report is not None:
+            print(f"tflite-fp16: {error.report.hint()}", file=sys.stderr)
         return _failed(args, error, EXIT_VERIFY_FAILED)
     except _BAD_INPUT as error:
         print(f"tflite-fp16: error: {error}", file=sys.stderr)

@@ -11,23 +11,47 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Literal
 
 from .keepfile import read_keep_file
 
-__all__ = ["DEFAULT_MAX_CAST_ERROR", "DEFAULT_TOLERANCE", "LAYOUTS", "LOSSY_POLICIES", "Options"]
+__all__ = [
+    "BREAKAGE_BOUND",
+    "DEFAULT_MAX_CAST_ERROR",
+    "DEFAULT_TOLERANCE",
+    "DEFAULT_VERIFY_TIMEOUT",
+    "LAYOUTS",
+    "LOSSY_POLICIES",
+    "METRICS",
+    "Layout",
+    "Lossy",
+    "Metric",
+    "Options",
+]
 
-LOSSY_POLICIES = ("keep", "convert", "error")
-LAYOUTS = ("auto", "normal", "offset")
+Lossy = Literal["keep", "convert", "error"]
+Layout = Literal["auto", "normal", "offset"]
+Metric = Literal["rel_l2", "max_abs", "cosine", "top1"]
+LOSSY_POLICIES: tuple[Lossy, ...] = ("keep", "convert", "error")
+LAYOUTS: tuple[Layout, ...] = ("auto", "normal", "offset")
+METRICS: tuple[Metric, ...] = ("rel_l2", "max_abs", "cosine", "top1")
 DEFAULT_MAX_CAST_ERROR = 1e-3
-# Relative L2 error per output that --verify accepts. TensorFlow's own float16
+# The error per output that --verify accepts on the user's inputs. TensorFlow's own float16
 # conversions of the corpus models stay at or below 2.7e-3 on every probe
 # (conv_transpose on N(0,1) x 1000; most are below 6e-4); 1e-2 leaves room.
 DEFAULT_TOLERANCE = 1e-2
+DEFAULT_VERIFY_TIMEOUT = 600.0  # seconds LiteRT may take to run one model on every sample
+#: The probes are out of distribution by design (N(0,1) x 1000 for an image model whose inputs lie in
+#: [0, 1]); they judge breakage only: a new non-finite value, or a relative L2 error beyond this bound.
+#: Measured on real models: harmless float16 conversions reach 0.083 on the probes (a DB text
+#: detector's sigmoid map; TensorFlow's own float16 file has the same error), broken ones start
+#: at 0.23 (constants beyond float16's range) or give non-finite values. 0.15 lies between, with
+#: room on both sides.
+BREAKAGE_BOUND = 0.15
 
-Inputs = Union[None, str, "os.PathLike[str]", Mapping[str, Any]]
+Inputs = None | str | os.PathLike[str] | Mapping[str, Any]
 
 
 def _strings(name: str, value: Any) -> tuple[str, ...]:
@@ -67,10 +91,15 @@ class Options:
 
     Verification (needs the ``[verify]`` extra): ``verify`` runs the original
     and the converted model in LiteRT before the output is written, on
-    ``inputs`` (an ``.npz`` path or a mapping of arrays) or on the default
-    probes, and fails when an output's relative L2 error exceeds ``tolerance``;
-    ``probes=True`` runs the probes as well as ``inputs`` (``None``: the probes
-    only when there are no inputs). ``auto`` searches the constants to keep float32 so that every output stays
+    ``inputs`` (an ``.npz`` or ``.npy`` path or a mapping of arrays), judged by
+    ``tolerance`` under ``metric`` (``"rel_l2"``, ``"max_abs"``, ``"cosine"``,
+    ``"top1"``) or by ``check(reference, converted)``, and on the default
+    probes, judged for breakage only; ``probes=True`` runs the probes as well
+    as ``inputs`` (``None``: the probes only when there are no inputs).
+    ``shapes`` sets the probes' dynamic dimensions (``{"audio": (1, 16000)}``);
+    ``layers`` compares every intermediate tensor to show where the error
+    enters; ``plot`` draws it (a PNG; the ``[plot]`` extra); ``verify_timeout``
+    bounds each LiteRT run, in seconds. ``auto`` searches the constants to keep float32 so that every output stays
     within ``tolerance`` on ``inputs`` and the probes (see
     :mod:`tflite_fp16.tools.auto`); ``save_keep`` writes the names it chose to a
     file, which ``keep_from`` reads back (one name or pattern a line) to
@@ -87,14 +116,20 @@ class Options:
     skip_ops: tuple[str, ...] = ()
     min_elements: int = 0
     custom_op_inputs: bool = False
-    lossy: str = "keep"
+    lossy: Lossy = "keep"
     max_cast_error: float = DEFAULT_MAX_CAST_ERROR
-    layout: str = "auto"
+    layout: Layout = "auto"
     fp16_compute: bool = False
     verify: bool = False
     inputs: Inputs = field(default=None, compare=False)
     tolerance: float = DEFAULT_TOLERANCE
     probes: bool | None = None
+    metric: Metric = "rel_l2"
+    shapes: Mapping[str, Sequence[int]] = field(default_factory=dict, hash=False)
+    layers: bool = False
+    plot: str | None = None
+    check: Callable[..., bool] | None = field(default=None, compare=False)
+    verify_timeout: float = DEFAULT_VERIFY_TIMEOUT
     auto: bool = False
     keep_from: str | None = None
     save_keep: str | None = None
@@ -114,6 +149,24 @@ class Options:
             raise ValueError(f"lossy must be one of {', '.join(LOSSY_POLICIES)}, not {self.lossy!r}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, not {self.metric!r}")
+        set_(self, "shapes", _shapes(self.shapes))  # a copy of its own (a mapping proxy would not pickle)
+        if self.plot is not None:
+            set_(self, "plot", os.fspath(self.plot))
+            if not (self.verify or self.auto):
+                raise ValueError(
+                    "plot draws what the verification found: add verify=True (--verify) or auto=True (--auto)"
+                )
+        if self.check is not None and not callable(self.check):
+            raise TypeError(f"check must be a function (reference, converted) -> bool, not {type(self.check).__name__}")
+        if not (
+            isinstance(self.verify_timeout, (int, float))
+            and not isinstance(self.verify_timeout, bool)
+            and math.isfinite(self.verify_timeout)
+            and self.verify_timeout > 0
+        ):
+            raise ValueError(f"verify_timeout must be a number of seconds > 0, not {self.verify_timeout!r}")
         for name in ("max_cast_error", "tolerance"):
             value = getattr(self, name)
             if (
@@ -139,6 +192,23 @@ class Options:
             raise TypeError(f"unknown option {', '.join(unknown)}; the options are: {', '.join(sorted(known))}")
         base = options if options is not None else cls()
         return dataclasses.replace(base, **overrides) if overrides else base
+
+
+def _shapes(value: Any) -> dict[str, tuple[int, ...]]:
+    """``{"input": (1, 16000)}`` checked: names are strings, dimensions integers of at least 1."""
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"shapes takes a mapping of input names to dimensions, e.g. {{'audio': (1, 16000)}}, not {value!r}"
+        )
+    shapes = {}
+    for name, dims in value.items():
+        if not isinstance(name, str) or isinstance(dims, (str, bytes)):
+            raise TypeError(f"shapes: {name!r}: give an input name and a sequence of dimensions")
+        dims = tuple(dims)
+        if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+            raise ValueError(f"shapes: {name!r}: dimensions must be integers >= 1, not {list(dims)}")
+        shapes[name] = dims
+    return shapes
 
 
 def _normalise_op(name: str) -> str:

@@ -13,13 +13,14 @@ tolerance search builds its candidates with it).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from .conversion.cast import CastStats, Float16Cast, measure
 from .conversion.edit import apply_plan
@@ -41,16 +42,20 @@ __all__ = [
     "BytesJob",
     "Committed",
     "FileJob",
+    "Verify",
     "build",
     "convert_bytes",
     "convert_file",
     "float16_casts",
-    "make_verifier",
+    "judged",
     "plan_of_file",
+    "verification_of",
+    "verifier_for",
 ]
 
 PathLike = str | os.PathLike[str]
 BytesLike = bytes | bytearray | memoryview
+Verify = Callable[[str | bytes], "VerifyReport"]  # a candidate output's path or bytes -> its accepted verification
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,9 @@ class FileJob:
         with gc_paused(), open_model(self.path_in) as model:
             yield model
 
-    def commit(self, model: TFLiteModel | None, layout: str, verifier: Verifier | None = None) -> Committed:
-        """Write ``model`` (None: the input's bytes) to the output, checked before it replaces anything."""
+    def commit(self, model: TFLiteModel | None, layout: str, verify: Verify | None = None) -> Committed:
+        """Write ``model`` (None: the input's bytes) to the output, checked before it replaces anything:
+        the input unchanged, and ``verify(temporary path)`` (if given) passed."""
         assert self.target is not None, "a dry run commits nothing"
 
         def check(temporary: str) -> None:
@@ -99,8 +105,8 @@ class FileJob:
                     f"{quote(os.fspath(self.path_in))} changed while it was being read (another program wrote, "
                     f"replaced or truncated it); no output written"
                 )
-            if verifier is not None:
-                self.verification = judged(verifier.check(temporary))
+            if verify is not None:
+                self.verification = verify(temporary)
 
         if model is not None:
             written = write_model(model, self.target, layout=layout, before_commit=check)
@@ -123,16 +129,14 @@ class BytesJob:
         with gc_paused():
             yield parse_model(self.view)
 
-    def commit(
-        self, model: TFLiteModel | None, layout: str, verifier: Verifier | None = None
-    ) -> tuple[bytes, Committed]:
+    def commit(self, model: TFLiteModel | None, layout: str, verify: Verify | None = None) -> tuple[bytes, Committed]:
         """The output's bytes (the input's, given None), accepted by ``verifier`` if any."""
         if model is None:
             output, chosen = bytes(self.view), None
         else:
             output, chosen = serialize(model, layout=layout)
-        if verifier is not None:
-            self.verification = judged(verifier.check(output))
+        if verify is not None:
+            self.verification = verify(output)
         return output, Committed(len(self.view), len(output), chosen, self.verification)
 
 
@@ -143,14 +147,45 @@ def judged(report: VerifyReport) -> VerifyReport:
     return report
 
 
-def make_verifier(original: str | bytes, options: Options) -> Verifier | None:
+@contextmanager
+def verifier_for(
+    original: str | bytes, options: Options, probe_rule: Literal["breakage", "tolerance"] = "breakage"
+) -> Iterator[Verifier | None]:
     """A verifier holding the original's outputs (None without ``options.verify``), made before
-    converting so that a missing LiteRT or unusable inputs fail fast."""
+    converting so that a missing LiteRT or unusable inputs fail fast; its LiteRT process ends
+    with the block."""
     if not options.verify:
-        return None
+        yield None
+        return
     from .verification import Verifier  # LiteRT's side, loaded only to verify
 
-    return Verifier(original, options.inputs, probes=options.probes, tolerance=options.tolerance)
+    with Verifier(
+        original,
+        options.inputs,
+        probes=options.probes,
+        tolerance=options.tolerance,
+        metric=options.metric,
+        shapes=options.shapes,
+        check=options.check,
+        probe_rule=probe_rule,
+        timeout=options.verify_timeout,
+    ) as verifier:
+        yield verifier
+
+
+def verification_of(verifier: Verifier | None, options: Options) -> Verify | None:
+    """What a job calls on its output before committing it: the verifier's check (with the layer
+    comparison when ``options.layers`` or ``options.plot`` ask for it), judged."""
+    if verifier is None:
+        return None
+
+    def verify(candidate: str | bytes) -> VerifyReport:
+        report = verifier.check(candidate)
+        if options.layers or options.plot is not None:
+            report = verifier.with_layers(candidate, report)
+        return judged(report)
+
+    return verify
 
 
 def float16_casts(model: TFLiteModel, plan: Plan) -> dict[int, Float16Cast]:
@@ -210,8 +245,8 @@ def convert_file(path_in: PathLike, path_out: PathLike | None, options: Options)
     run), verified before it is committed when ``options.verify``."""
     start = time.perf_counter()
     job = FileJob(path_in, path_out)
-    verifier = make_verifier(os.fspath(job.path_in), options) if path_out is not None else None
-    with job.model() as model, thread_pool() as executor:
+    writing = options if path_out is not None else dataclasses.replace(options, verify=False)
+    with verifier_for(os.fspath(job.path_in), writing) as verifier, job.model() as model, thread_pool() as executor:
         plan = make_plan(model, options, executor)
         if path_out is None:
             stats, added = _dry_run(model, plan, executor)
@@ -231,7 +266,7 @@ def convert_file(path_in: PathLike, path_out: PathLike | None, options: Options)
         converted, added = None, 0
         if plan.conversions:
             converted, casts, added = build(model, plan)
-        committed = job.commit(converted, options.layout, verifier)
+        committed = job.commit(converted, options.layout, verification_of(verifier, options))
         del converted
         stats = _stats(casts)
         del model, casts
@@ -254,14 +289,13 @@ def convert_bytes(data: BytesLike, options: Options) -> tuple[bytes, Report]:
     """:func:`convert_file` for a model held in memory: the output's bytes and the report."""
     start = time.perf_counter()
     job = BytesJob(data)
-    verifier = make_verifier(bytes(job.view), options)
-    with job.model() as model, thread_pool() as executor:
+    with verifier_for(bytes(job.view), options) as verifier, job.model() as model, thread_pool() as executor:
         plan = make_plan(model, options, executor)
         casts: dict[int, Float16Cast] = {}
         converted, added = None, 0
         if plan.conversions:
             converted, casts, added = build(model, plan)
-        output, committed = job.commit(converted, options.layout, verifier)
+        output, committed = job.commit(converted, options.layout, verification_of(verifier, options))
     report = Report(
         "<bytes>",
         "<bytes>",

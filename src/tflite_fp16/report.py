@@ -211,29 +211,8 @@ def _kept(entry: KeptTensor) -> dict[str, Any]:
 
 
 def verification_to_dict(verification: VerifyReport | None) -> dict[str, Any] | None:
-    if verification is None:
-        return None
-    return {
-        "passed": verification.passed,
-        "tolerance": verification.tolerance,
-        "samples": list(verification.samples),
-        "worst_rel_l2_error": number(verification.worst_rel_l2_error),
-        "notes": list(verification.notes),
-        "outputs": [
-            {
-                "signature": c.signature,
-                "output": c.output,
-                "sample": c.sample,
-                "elements": c.elements,
-                "max_abs_error": number(c.max_abs_error),
-                "rel_l2_error": number(c.rel_l2_error),
-                "cosine": number(c.cosine),
-                "new_nonfinite": c.new_nonfinite,
-                "passed": c.passes(verification.tolerance),
-            }
-            for c in verification.comparisons
-        ],
-    }
+    """The ``verify`` section of the JSON report (null without a verification)."""
+    return verification.to_dict() if verification is not None else None
 
 
 def report_to_dict(report: Report) -> dict[str, Any]:
@@ -338,6 +317,7 @@ def render_text(report: Report, verbosity: int = 0) -> tuple[list[str], list[str
         out.append(report.verification.summary())
         if verbosity > 0:
             out.extend(report.verification.lines())
+        out.extend(report.verification.layer_lines())
         out.extend(f"  note: {n}" for n in report.verification.notes)
     err = [f"tflite-fp16: warning: {w}" for w in report.warnings]
     return out, err

@@ -49,7 +49,9 @@ from ..format.model import (
     DENSIFY,
     DEQUANTIZE,
     FLOAT32,
+    OP_NAMES,
     TENSOR_TYPES,
+    TYPE_NAMES,
     Table,
     TFLiteModel,
     detail_references,
@@ -74,8 +76,6 @@ __all__ = [
 DEQUANTIZE_MIN_VERSION = 3  # DEQUANTIZE with a float16 input (op_version.cc)
 MIN_RUNTIME_VERSION = "1.15.0"  # the first runtime with float16 DEQUANTIZE
 MIN_RUNTIME_VERSION_KEY = b"min_runtime_version"
-OP_NAMES = {v: k for k, v in BUILTIN_OPS.items()}
-TYPE_NAMES = {v: k for k, v in TENSOR_TYPES.items()}
 _QUANTIZED_WEIGHT_TYPES = {TENSOR_TYPES[t] for t in ("INT8", "UINT8", "INT4", "UINT4", "INT2") if t in TENSOR_TYPES}
 _CUSTOM = BUILTIN_OPS["CUSTOM"]
 

@@ -27,12 +27,23 @@ import numpy as np
 
 from ..schema import SCHEMA, TABLES
 
-__all__ = ["BUILTIN_OPS", "TENSOR_TYPES", "TFLiteModel", "Table", "detail_references", "op_of"]
+__all__ = [
+    "BUILTIN_OPS",
+    "OP_NAMES",
+    "TENSOR_TYPES",
+    "TYPE_NAMES",
+    "TFLiteModel",
+    "Table",
+    "detail_references",
+    "op_of",
+]
 
 TENSOR_TYPES: Mapping[str, int] = SCHEMA.enums["TensorType"]
 BUILTIN_OPS: Mapping[str, int] = SCHEMA.enums["BuiltinOperator"]
 FLOAT32 = TENSOR_TYPES["FLOAT32"]
 FLOAT16 = TENSOR_TYPES["FLOAT16"]
+OP_NAMES: Mapping[int, str] = {v: k for k, v in BUILTIN_OPS.items()}
+TYPE_NAMES: Mapping[int, str] = {v: k for k, v in TENSOR_TYPES.items()}
 DEQUANTIZE = BUILTIN_OPS["DEQUANTIZE"]
 DENSIFY = BUILTIN_OPS["DENSIFY"]
 

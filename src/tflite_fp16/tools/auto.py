@@ -201,8 +201,20 @@ def search(source: Source, options: Options) -> SearchResult:
     original = (
         bytes(memoryview(source).cast("B")) if isinstance(source, (bytes, bytearray, memoryview)) else os.fspath(source)
     )
-    verifier = Verifier(original, options.inputs, probes=True, tolerance=options.tolerance)
-    with gc_paused(), thread_pool() as executor:
+    with (
+        Verifier(
+            original,
+            options.inputs,
+            probes=True,
+            tolerance=options.tolerance,
+            metric=options.metric,
+            shapes=options.shapes,
+            probe_rule="tolerance",
+            timeout=options.verify_timeout,
+        ) as verifier,
+        gc_paused(),
+        thread_pool() as executor,
+    ):
         if isinstance(original, bytes):
             return _search(parse_model(original), original, plain, verifier, executor)
         with open_model(original) as model:

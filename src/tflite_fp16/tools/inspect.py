@@ -14,9 +14,9 @@ import zipfile
 from collections import Counter, defaultdict
 from typing import Any, Union
 
-from ..conversion.plan import OP_NAMES, TYPE_NAMES, make_plan
+from ..conversion.plan import make_plan
 from ..errors import RewriteError
-from ..format.model import BUILTIN_OPS, DEQUANTIZE, FLOAT16, Table, TFLiteModel, op_of
+from ..format.model import BUILTIN_OPS, DEQUANTIZE, FLOAT16, OP_NAMES, TYPE_NAMES, Table, TFLiteModel, op_of
 from ..format.paths import existing_input
 from ..format.reader import open_model, parse_table
 from ..options import Options

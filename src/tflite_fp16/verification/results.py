@@ -234,7 +234,7 @@ class VerifyReport:
         seen: set[int] = set()
         frontier = list(entry.sources)
         while frontier and not found:
-            upstream = []
+            upstream: list[int] = []
             for t in frontier:
                 layer = by_tensor.get(t)
                 if t in seen or layer is None:

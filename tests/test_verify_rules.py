@@ -423,3 +423,12 @@ def test_culprits_walk_back_past_operators_without_constants() -> None:
     )
     report = VerifyReport((failing,), 0.01, ("zeros",), layers=layers, layers_sample="zeros")
     assert report.entry is layers[4] and report.culprits() == ("epsilon",)
+
+
+def test_a_tolerance_without_inputs_says_what_judges_the_probes(tmp_path: Path) -> None:
+    result = run("--verify", "--tolerance", "1e-3", str(DATA / "tiny_mlp.fp32.tflite"), str(tmp_path / "out.tflite"))
+    assert result.returncode == 0
+    assert result.stderr.strip().splitlines() == [
+        "tflite-fp16: warning: --tolerance and --metric judge --inputs; without them the probes judge breakage only "
+        "(relative L2 error above 0.15 or new non-finite values)"
+    ]

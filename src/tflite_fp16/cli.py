@@ -249,6 +249,18 @@ def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Optio
             "--inputs, --probes, --tolerance, --metric, --shape, --layers, --plot and --verify-timeout apply to "
             "--verify and --auto; add one of them"
         )
+    if (
+        args.verify
+        and not args.auto
+        and args.inputs is None
+        and (args.tolerance or 0) < BREAKAGE_BOUND
+        and (args.tolerance is not None or args.metric != "rel_l2")
+    ):
+        print(
+            f"tflite-fp16: warning: --tolerance and --metric judge --inputs; without them the probes judge breakage "
+            f"only (relative L2 error above {BREAKAGE_BOUND:g} or new non-finite values)",
+            file=sys.stderr,
+        )
     if args.save_keep is not None and not args.auto:
         parser.error("--save-keep writes what --auto chose; add --auto")
     if args.verify and args.dry_run:

@@ -851,3 +851,48 @@ def sensitive_dense_model(width: int = 16, seed: int = 0) -> Model:
         buffers=[None, w.tobytes(), b.tobytes(), float_bytes([2.0])],
         signatures=[Signature("serving_default", 0, [("x", 0)], [("y", 5)])],
     )
+
+
+def chain_then_filterbank_model(dense_layers: int, width: int = 16, bands: int = 8, seed: int = 0) -> Model:
+    """``dense_layers`` dense layers (permutations plus small biases: harmless in float16), then the two nearly equal
+    filter banks of :func:`filterbank_model` and their difference as the output: however many
+    constants the model has, two of them (``bank/a``, ``bank/b``) are where float16 hurts, next
+    to the output."""
+    rng = np.random.default_rng(seed)
+    buffers: list[bytes | None] = [None]
+    tensors = [Tensor([1, width], name="signal")]
+    operators = []
+    current = 0
+    for layer in range(dense_layers):
+        # A permutation: the signal neither grows nor fades, and float16 holds it exactly.
+        permutation = np.eye(width, dtype="<f4")[rng.permutation(width)]
+        buffers += [permutation.tobytes(), (0.01 * rng.standard_normal(width)).astype("<f4").tobytes()]
+        tensors += [
+            Tensor([width, width], name=f"dense{layer}/weights", buffer=len(buffers) - 2),
+            Tensor([width], name=f"dense{layer}/bias", buffer=len(buffers) - 1),
+            Tensor([1, width], name=f"dense{layer}/output"),
+        ]
+        operators.append(Operator(0, [current, len(tensors) - 3, len(tensors) - 2], [len(tensors) - 1]))
+        current = len(tensors) - 1
+    b = rng.standard_normal((bands, width)).astype("<f4")
+    a = (b + 0.001 * rng.standard_normal((bands, width))).astype("<f4")
+    buffers += [a.tobytes(), b.tobytes()]
+    tensors += [
+        Tensor([bands, width], name="bank/a", buffer=len(buffers) - 2),
+        Tensor([bands, width], name="bank/b", buffer=len(buffers) - 1),
+        Tensor([1, bands], name="bank/pa"),
+        Tensor([1, bands], name="bank/pb"),
+        Tensor([1, bands], name="scores"),
+    ]
+    n = len(tensors)
+    operators += [
+        Operator(0, [current, n - 5, -1], [n - 3]),
+        Operator(0, [current, n - 4, -1], [n - 2]),
+        Operator(1, [n - 3, n - 2], [n - 1]),
+    ]
+    return Model(
+        operator_codes=[OperatorCode(FULLY_CONNECTED), OperatorCode(SUB)],
+        subgraphs=[Subgraph(tensors=tensors, operators=operators, inputs=[0], outputs=[n - 1], name="main")],
+        buffers=buffers,
+        signatures=[Signature("serving_default", 0, [("signal", 0)], [("scores", n - 1)])],
+    )

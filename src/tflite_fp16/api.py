@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Union
 
 from .conversion.plan import Plan
@@ -82,8 +83,10 @@ def rewrite(path_in: PathLike, path_out: PathLike | None, options: Options | Non
 
     start = time.perf_counter()
     FileJob(path_in, path_out)  # the paths are checked before the search
-    result = auto.search(os.fspath(path_in), opts)
-    report = convert_file(path_in, path_out, result.final_options(opts, verify=path_out is not None))
+    result = _search(lambda: auto.search(os.fspath(path_in), opts), opts)
+    accept = result.accept if path_out is not None else None
+    with _carrying(result):
+        report = convert_file(path_in, path_out, result.final_options(opts), verify=accept)
     return _searched(report, result, opts, start)
 
 
@@ -104,8 +107,9 @@ def rewrite_bytes(data: BytesLike, options: Options | None = None, **overrides: 
 
     start = time.perf_counter()
     original = bytes(memoryview(data).cast("B"))
-    result = auto.search(original, opts)
-    output, report = convert_bytes(original, result.final_options(opts, verify=True))
+    result = _search(lambda: auto.search(original, opts), opts)
+    with _carrying(result):
+        output, report = convert_bytes(original, result.final_options(opts), verify=result.accept)
     return output, _searched(report, result, opts, start)
 
 
@@ -120,22 +124,48 @@ def _drawn(options: Options, convert: Callable[[], Report]) -> Report:
     return report
 
 
-def _draw(options: Options, verification: VerifyReport | None, curve: Sequence[tuple[int, float]] = ()) -> None:
-    """Write ``options.plot``: the per-layer error of ``verification`` (and a search's ``curve``)."""
-    if options.plot is None or (verification is None and not curve):
+def _draw(options: Options, verification: VerifyReport | None, curve: Sequence[tuple[int, float, bool]] = ()) -> None:
+    """Write ``options.plot``: the per-layer error of ``verification`` and a search's ``curve``."""
+    if options.plot is None or ((verification is None or not verification.layers) and not curve):
         return
     from .verification.plot import plot_png
 
-    copy_file(plot_png(verification, curve, options.tolerance), options.plot)
+    points = [(bytes_kept, error) for bytes_kept, error, _ in curve]
+    copy_file(plot_png(verification, points, options.tolerance), options.plot)
+
+
+def _search(search: Callable[[], SearchResult], options: Options) -> SearchResult:
+    """Run the tolerance search; write its keep file (before the final conversion, so that it is
+    there whatever comes next) and its plot, also when it fails."""
+    from .tools import auto
+
+    try:
+        result = search()
+    except VerificationError as error:
+        if error.search is not None:
+            _draw(options, error.search.default_layers, error.search.curve)
+        raise
+    if options.save_keep is not None:
+        copy_file(auto.keep_file_text(result).encode("utf-8"), options.save_keep)
+    _draw(options, result.default_layers, result.curve)
+    return result
+
+
+@contextmanager
+def _carrying(result: SearchResult) -> Iterator[None]:
+    """A verification error of the final conversion carries the search that led to it."""
+    try:
+        yield
+    except VerificationError as error:
+        error.search = result
+        raise
 
 
 def _searched(report: Report, result: SearchResult, options: Options, start: float) -> Report:
-    """The final conversion's report as the search's: its kept tensors labelled ``tolerance``, the
-    search attached, the keep file written."""
+    """The final conversion's report as the search's: its kept tensors labelled ``tolerance`` and
+    the search attached."""
     from .tools import auto
 
-    if options.save_keep is not None:
-        auto.write_keep_file(options.save_keep, result)
     return dataclasses.replace(
         report,
         plan=auto.relabel(report.plan, result),

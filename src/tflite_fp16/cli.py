@@ -289,7 +289,7 @@ def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Optio
             auto=args.auto,
             keep_from=args.keep_from,
             save_keep=args.save_keep,
-            progress=not args.quiet,
+            progress=False if args.quiet else ("lines" if args.verbose else True),
         )
     except (TypeError, ValueError) as error:
         parser.error(str(error))
@@ -332,6 +332,7 @@ def _error_json(args: argparse.Namespace, error: BaseException, status: int) -> 
         "output": args.paths[1] if len(args.paths) > 1 else None,
         "error": {"type": type(error).__name__, "message": str(error), "exit_status": status},
         "verify": verification_to_dict(getattr(error, "report", None)),
+        "auto": search.to_dict() if (search := getattr(error, "search", None)) is not None else None,
     }
 
 

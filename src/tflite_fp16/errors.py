@@ -40,11 +40,13 @@ class LossyModelError(RewriteError):
 class VerificationError(RewriteError):
     """The converted model's outputs differ from the original's by more than
     the tolerance, or have non-finite values the original does not have.
-    ``report`` is the :class:`~tflite_fp16.verification.VerifyReport`; no output was written."""
+    ``report`` is the :class:`~tflite_fp16.verification.VerifyReport` and, with ``auto``,
+    ``search`` the :class:`~tflite_fp16.tools.auto.SearchResult`; no output was written."""
 
-    def __init__(self, message: str, report: Any) -> None:
+    def __init__(self, message: str, report: Any, search: Any = None) -> None:
         super().__init__(message)
         self.report = report
+        self.search = search  # the tolerance search's result, when --auto ran
 
 
 class MissingDependencyError(RewriteError):

@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .keepfile import read_keep_file
+from .keepfile import KeepEntry, read_keep_file
 
 __all__ = [
     "BREAKAGE_BOUND",
@@ -73,6 +73,9 @@ class Options:
     * ``keep``: tensor-name patterns (``fnmatch``, e.g. ``"*/attention/*"``) that
       stay float32. A pattern also matches each ``;``-separated part of a fused
       name such as ``"a/b/MatMul;a/b/BiasAdd"``.
+    * ``keep_tensors``: tensors that stay float32, exactly, by ``(subgraph, tensor index)``.
+    * ``keep_from``: a keep file (see :mod:`tflite_fp16.keepfile`): exact names
+      (with shape and data digest) and patterns.
     * ``skip_ops``: operators whose constant inputs stay float32, by schema name
       (``"RESIZE_BILINEAR"``) or ``"CUSTOM:name"`` for a custom operator.
     * ``min_elements``: constants with fewer values stay float32.
@@ -99,12 +102,14 @@ class Options:
     ``shapes`` sets the probes' dynamic dimensions (``{"audio": (1, 16000)}``);
     ``layers`` compares every intermediate tensor to show where the error
     enters; ``plot`` draws it (a PNG; the ``[plot]`` extra); ``verify_timeout``
-    bounds each LiteRT run, in seconds. ``auto`` searches the constants to keep float32 so that every output stays
-    within ``tolerance`` on ``inputs`` and the probes (see
-    :mod:`tflite_fp16.tools.auto`); ``save_keep`` writes the names it chose to a
-    file, which ``keep_from`` reads back (one name or pattern a line) to
-    convert the same way without LiteRT. ``progress`` shows the search's (and a
-    batch's) progress on stderr when it is a terminal.
+    bounds each LiteRT run, in seconds.
+
+    ``auto`` searches the constants to keep float32 so that every output stays within
+    ``tolerance`` on ``inputs`` (without them, on the probes; see
+    :mod:`tflite_fp16.tools.auto`); ``save_keep`` writes the tensors it chose to a keep
+    file, which ``keep_from`` reads back to convert the same way without LiteRT.
+    ``progress`` shows the search's (and a batch's) progress on stderr when it is a
+    terminal (``"lines"``: also a line every few seconds when it is not).
 
     >>> Options(lossy="convert").lossy
     'convert'
@@ -112,7 +117,8 @@ class Options:
     ('*bias*',)
     """
 
-    keep: tuple[str, ...] = ()
+    keep: Sequence[str] = ()
+    keep_tensors: Collection[tuple[int, int]] = frozenset()
     skip_ops: tuple[str, ...] = ()
     min_elements: int = 0
     custom_op_inputs: bool = False
@@ -133,15 +139,22 @@ class Options:
     auto: bool = False
     keep_from: str | None = None
     save_keep: str | None = None
-    progress: bool = False
+    # The exact entries of the keep file (its patterns join ``keep``); read from ``keep_from``.
+    keep_names: tuple[KeepEntry, ...] = field(default=(), init=False)
+    progress: bool | Literal["lines"] = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         keep = _strings("keep", self.keep)
+        names: tuple[KeepEntry, ...] = ()
         if self.keep_from is not None:
             set_(self, "keep_from", os.fspath(self.keep_from))
-            keep = keep + read_keep_file(self.keep_from)
+            entries = read_keep_file(self.keep_from)
+            keep = keep + tuple(e.text for e in entries if e.kind == "pattern")
+            names = tuple(e for e in entries if e.kind == "exact")
         set_(self, "keep", tuple(dict.fromkeys(keep)))
+        set_(self, "keep_names", names)
+        set_(self, "keep_tensors", _tensor_ids(self.keep_tensors))
         set_(self, "skip_ops", tuple(_normalise_op(name) for name in _strings("skip_ops", self.skip_ops)))
         if isinstance(self.min_elements, bool) or not isinstance(self.min_elements, int) or self.min_elements < 0:
             raise ValueError(f"min_elements must be an integer >= 0, not {self.min_elements!r}")
@@ -192,6 +205,19 @@ class Options:
             raise TypeError(f"unknown option {', '.join(unknown)}; the options are: {', '.join(sorted(known))}")
         base = options if options is not None else cls()
         return dataclasses.replace(base, **overrides) if overrides else base
+
+
+def _tensor_ids(value: Any) -> frozenset[tuple[int, int]]:
+    """``keep_tensors`` checked: pairs of integers >= 0 (subgraph, tensor index)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"keep_tensors takes (subgraph, tensor) pairs, e.g. [(0, 12)], not {value!r}")
+    ids = set()
+    for item in value:
+        pair = tuple(item) if isinstance(item, Iterable) and not isinstance(item, (str, bytes)) else ()
+        if len(pair) != 2 or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in pair):
+            raise ValueError(f"keep_tensors: {item!r} is not a (subgraph, tensor index) pair of integers >= 0")
+        ids.add((pair[0], pair[1]))
+    return frozenset(ids)
 
 
 def _shapes(value: Any) -> dict[str, tuple[int, ...]]:

@@ -240,9 +240,11 @@ def plan_of_file(path_in: PathLike, options: Options) -> Plan:
         return make_plan(model, options, executor)
 
 
-def convert_file(path_in: PathLike, path_out: PathLike | None, options: Options) -> Report:
+def convert_file(
+    path_in: PathLike, path_out: PathLike | None, options: Options, verify: Verify | None = None
+) -> Report:
     """The float16 conversion of the model at ``path_in`` written to ``path_out`` (None: a dry
-    run), verified before it is committed when ``options.verify``."""
+    run), verified before it is committed when ``options.verify`` (or by ``verify``, given)."""
     start = time.perf_counter()
     job = FileJob(path_in, path_out)
     writing = options if path_out is not None else dataclasses.replace(options, verify=False)
@@ -266,7 +268,7 @@ def convert_file(path_in: PathLike, path_out: PathLike | None, options: Options)
         converted, added = None, 0
         if plan.conversions:
             converted, casts, added = build(model, plan)
-        committed = job.commit(converted, options.layout, verification_of(verifier, options))
+        committed = job.commit(converted, options.layout, verify or verification_of(verifier, options))
         del converted
         stats = _stats(casts)
         del model, casts
@@ -285,7 +287,7 @@ def convert_file(path_in: PathLike, path_out: PathLike | None, options: Options)
     )
 
 
-def convert_bytes(data: BytesLike, options: Options) -> tuple[bytes, Report]:
+def convert_bytes(data: BytesLike, options: Options, verify: Verify | None = None) -> tuple[bytes, Report]:
     """:func:`convert_file` for a model held in memory: the output's bytes and the report."""
     start = time.perf_counter()
     job = BytesJob(data)
@@ -295,7 +297,7 @@ def convert_bytes(data: BytesLike, options: Options) -> tuple[bytes, Report]:
         converted, added = None, 0
         if plan.conversions:
             converted, casts, added = build(model, plan)
-        output, committed = job.commit(converted, options.layout, verification_of(verifier, options))
+        output, committed = job.commit(converted, options.layout, verify or verification_of(verifier, options))
     report = Report(
         "<bytes>",
         "<bytes>",

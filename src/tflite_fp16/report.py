@@ -312,7 +312,7 @@ def render_text(report: Report, verbosity: int = 0) -> tuple[list[str], list[str
                     f"  and {len(notable) - NOTABLE_LINES} more kept float32 as {reason} (-v lists every tensor)"
                 )
     if report.search is not None:
-        out.append(report.search.summary())
+        out.extend(report.search.summary().splitlines())
     if report.verification is not None:
         out.append(report.verification.summary())
         if verbosity > 0:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -57,6 +57,7 @@ from ..format.model import (
     detail_references,
     op_of,
 )
+from ..keepfile import KeepEntry, content_digest
 from ..options import Options
 from ..text import quote
 from .cast import FLOAT16_MAX, FLOAT16_MIN_NORMAL, CastStats, ValueStats, cast_statistics, value_stats
@@ -88,6 +89,8 @@ REASONS: Mapping[str, str] = {
     "unread": "no operator reads it",
     "quantization_detail": "another tensor's blockwise or multi-axis quantization names it (its scales or zero points) by index",
     "external": "its data lives in an external buffer (Tensor.external_buffer), not in the file",
+    "keep_tensor": "listed in keep_tensors, by subgraph and tensor index (what the tolerance search chose)",
+    "keep_name": "named in the keep file (keep_from), with this shape and data",
     "keep_pattern": "its name matches a keep pattern",
     "skip_op": "an operator listed in skip_ops reads it",
     "min_elements": "it has fewer values than min_elements",
@@ -259,9 +262,17 @@ class _Subgraph:
     """Who reads and who writes each tensor of one subgraph."""
 
     def __init__(
-        self, model: TFLiteModel, index: int, ops_of_codes: list[int], skip: _SkipOps, options: Options
+        self,
+        model: TFLiteModel,
+        index: int,
+        ops_of_codes: list[int],
+        skip: _SkipOps,
+        options: Options,
+        named: Mapping[tuple[int, int], KeepEntry],
     ) -> None:
         self.model = model
+        self.index = index
+        self.named = named
         self.options = options
         self.skip = skip
         subgraph = model.subgraphs[index]
@@ -339,6 +350,12 @@ class _Subgraph:
         if not self.readers.get(t):
             return "unread", "no operator reads it"
         options = self.options
+        if (self.index, t) in options.keep_tensors:
+            return "keep_tensor", "listed in keep_tensors"
+        entry = self.named.get((self.index, t))
+        if entry is not None:
+            how = "" if entry.text == name else f" (its name there: {quote(entry.text)}; the same shape and data)"
+            return "keep_name", f"named in the keep file{how}"
         for pattern in options.keep:
             if matches(name, pattern):
                 return "keep_pattern", f"its name matches the keep pattern {quote(pattern)}"
@@ -407,8 +424,10 @@ def make_plan(model: TFLiteModel, options: Options | None = None, executor: Exec
     for index in model.root.ints("metadata_buffer"):
         kept_readers[index].append("Model.metadata_buffer")
 
+    named, name_warnings = _resolve_keep_names(model, options.keep_names)
+    listed = set(options.keep_tensors)
     for s in range(len(model.subgraphs)):
-        subgraph = _Subgraph(model, s, ops_of_codes, skip, options)
+        subgraph = _Subgraph(model, s, ops_of_codes, skip, options, named)
         for t, tensor in enumerate(subgraph.tensors):
             b = tensor.get("buffer")
             data = model.buffer_data(b)
@@ -423,6 +442,7 @@ def make_plan(model: TFLiteModel, options: Options | None = None, executor: Exec
                     kept_readers[b].append(f"{type_name} tensor {t} of subgraph {s}")
                 continue
             name = _name(tensor.get("name"))
+            listed.discard((s, t))
             if unused_patterns:
                 unused_patterns -= {p for p in unused_patterns if matches(name, p)}
             ref = TensorRef(s, t, name, tuple(tensor.ints("shape")))
@@ -476,6 +496,8 @@ def make_plan(model: TFLiteModel, options: Options | None = None, executor: Exec
     kept.sort(key=lambda k: (k.tensor.subgraph, k.tensor.tensor))
 
     warnings = [f"keep pattern {quote(p)} matches no float32 constant" for p in options.keep if p in unused_patterns]
+    warnings.extend(name_warnings)
+    warnings.extend(f"keep_tensors ({s}, {t}) is not a float32 constant of the model" for s, t in sorted(listed))
     present_builtins = set(ops_of_codes)
     present_customs = {_name(c.get("custom_code")) for c, op in zip(codes, ops_of_codes) if op == _CUSTOM}
     for name in options.skip_ops:
@@ -517,6 +539,68 @@ def make_plan(model: TFLiteModel, options: Options | None = None, executor: Exec
         conversion_metadata,
         options.fp16_compute,
     )
+
+
+def _resolve_keep_names(
+    model: TFLiteModel, entries: Sequence[KeepEntry]
+) -> tuple[dict[tuple[int, int], KeepEntry], list[str]]:
+    """The FLOAT32 constants the keep file's exact entries name: by name, shape and data; else by
+    shape and data alone (a re-export that renamed them). A name whose tensor holds other data
+    now keeps nothing. Names are looked up in a set (linear in the entries and the tensors);
+    only the data of tensors with a named or listed shape is hashed."""
+    if not entries:
+        return {}, []
+    by_name: dict[str, list[KeepEntry]] = defaultdict(list)
+    by_content: dict[tuple[tuple[int, ...] | None, str | None], list[KeepEntry]] = defaultdict(list)
+    for entry in entries:
+        by_name[entry.text].append(entry)
+        by_content[(entry.shape, entry.digest)].append(entry)
+    shapes = {entry.shape for entry in entries}
+    exact: dict[KeepEntry, list[tuple[int, int, str]]] = defaultdict(list)
+    content: dict[KeepEntry, list[tuple[int, int, str]]] = defaultdict(list)
+    changed: dict[KeepEntry, str] = {}
+    digests: dict[int, str] = {}  # by id of the data: buffers that share data are hashed once
+    for s, subgraph in enumerate(model.subgraphs):
+        for t, tensor in enumerate(subgraph.tables("tensors")):
+            if tensor.get("type") != FLOAT32:
+                continue
+            data = model.buffer_data(tensor.get("buffer"))
+            name = _name(tensor.get("name"))
+            shape = tuple(tensor.ints("shape"))
+            if not data.size or (name not in by_name and shape not in shapes):
+                continue
+            digest = digests.get(id(data))
+            if digest is None:
+                digest = digests[id(data)] = content_digest(data)
+            for entry in by_name.get(name, ()):
+                if (entry.shape, entry.digest) == (shape, digest):
+                    exact[entry].append((s, t, name))
+                else:
+                    changed[entry] = f"shape {list(shape)}, sha256 {digest}"
+            for entry in by_content.get((shape, digest), ()):
+                if entry.text != name:
+                    content[entry].append((s, t, name))
+    kept: dict[tuple[int, int], KeepEntry] = {}
+    warnings: list[str] = []
+    renamed: list[str] = []
+    for entry in dict.fromkeys(entries):
+        shown = f"keep file entry {quote(entry.text)} (shape {list(entry.shape or ())}, sha256 {entry.digest})"
+        if exact.get(entry):
+            kept.update({(s, t): entry for s, t, _ in exact[entry]})
+        elif content.get(entry):
+            kept.update({(s, t): entry for s, t, _ in content[entry]})
+            renamed.append(f"{quote(entry.text)} is {', '.join(quote(n) for _, _, n in content[entry][:2])}")
+        elif entry in changed:
+            warnings.append(f"{shown}: the tensor of that name holds other data now ({changed[entry]}); not kept")
+        else:
+            warnings.append(f"{shown} matches no float32 constant")
+    if renamed:
+        more = f" and {len(renamed) - 3} more" if len(renamed) > 3 else ""
+        warnings.append(
+            f"{len(renamed)} keep file names matched tensors of other names by shape and data (a re-export?): "
+            f"{'; '.join(renamed[:3])}{more}"
+        )
+    return kept, warnings
 
 
 def _stats_by_buffer(model: TFLiteModel, buffers: list[int], executor: Executor | None) -> dict[int, ValueStats]:

@@ -122,6 +122,9 @@ def layer_comparisons(
                         tuple(dict.fromkeys(float16)),
                         tuple(dict.fromkeys(float32)),
                         sources,
+                        tuple(
+                            dict.fromkeys(i for i in constants if i in paired and converted.types[paired[i]] == FLOAT16)
+                        ),
                     )
                 )
     return tuple(found)

@@ -90,6 +90,7 @@ class LayerComparison:
     constants: tuple[str, ...]  # the constants the operator reads (float16 in the converted model)
     kept_float32: tuple[str, ...]  # the constants the operator reads that stayed float32
     sources: tuple[int, ...] = ()  # the operator's non-constant inputs (tensor indices)
+    constant_tensors: tuple[int, ...] = ()  # the tensor indices of ``constants``
 
     @property
     def growth(self) -> float:
@@ -220,32 +221,37 @@ class VerifyReport:
                 return layer
         return None
 
-    def culprits(self) -> tuple[str, ...]:
-        """The float16 constants to keep float32 (with ``layers``): those the :attr:`entry` operator
-        reads, or, when it reads none, those of the nearest operators upstream whose outputs
-        already differ (an epsilon flushed to zero before a LOG, say)."""
-        entry = self.entry
-        if entry is None:
-            return ()
-        if entry.constants:
-            return entry.constants
-        by_tensor = {layer.tensor: layer for layer in self.layers}
-        found: list[str] = []
+    def origins(self, layer: LayerComparison) -> list[LayerComparison]:
+        """Where the error of ``layer`` comes from: ``layer`` itself when its operator reads float16
+        constants, else the nearest operators upstream that read some and whose outputs already
+        differ (an epsilon flushed to zero before a LOG, say)."""
+        if layer.constants:
+            return [layer]
+        by_tensor = {item.tensor: item for item in self.layers}
+        found: list[LayerComparison] = []
         seen: set[int] = set()
-        frontier = list(entry.sources)
+        frontier = list(layer.sources)
         while frontier and not found:
             upstream: list[int] = []
             for t in frontier:
-                layer = by_tensor.get(t)
-                if t in seen or layer is None:
+                item = by_tensor.get(t)
+                if t in seen or item is None:
                     continue
                 seen.add(t)
-                if layer.constants and (layer.rel_l2_error > 0 or layer.new_nonfinite):
-                    found.extend(layer.constants)
+                if item.constants and (item.rel_l2_error > 0 or item.new_nonfinite):
+                    found.append(item)
                 else:
-                    upstream.extend(layer.sources)
+                    upstream.extend(item.sources)
             frontier = upstream
-        return tuple(dict.fromkeys(found))
+        return found
+
+    def culprits(self) -> tuple[str, ...]:
+        """The float16 constants to keep float32 (with ``layers``): those read where the error
+        enters (:attr:`entry`, or the nearest operators upstream of it that change their output)."""
+        entry = self.entry
+        if entry is None:
+            return ()
+        return tuple(dict.fromkeys(name for origin in self.origins(entry) for name in origin.constants))
 
     def jumps(self, count: int = 5) -> list[LayerComparison]:
         """The operators that add the most error (with ``layers``), in execution order: those whose

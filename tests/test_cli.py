@@ -33,13 +33,17 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path) -> None:
     result = run("--dry-run", "-v", str(DATA / "control_flow.fp32.tflite"), str(tmp_path / "out.tflite"))
     assert result.returncode == 0
     assert result.stdout.startswith("7 tensors would be converted to float16 (dry run, nothing written)")
-    assert result.stdout.count("  converted subgraph") == 7
+    assert result.stdout.count("  would convert subgraph") == 7
     assert not (tmp_path / "out.tflite").exists()
 
 
 @pytest.mark.parametrize(
     "content, message",
-    [(b"", "empty"), (b"not a model at all, just some text", "file identifier"), (None, "no such file")],
+    [
+        (b"", "empty"),
+        (b"not a model at all, just some text", "is a text file, not a TFLite model"),
+        (None, "no such file"),
+    ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, content: bytes, message: str) -> None:
     source = tmp_path / "in.tflite"
@@ -78,6 +82,6 @@ def test_unexpected_error_is_one_line_and_exit_1(
     captured = capsys.readouterr()
     assert status == 1 and captured.out == ""
     assert captured.err.strip().splitlines() == [
-        "tflite-fp16: internal error: RuntimeError: simulated bug (please report it)"
+        "tflite-fp16: internal error: RuntimeError: simulated bug (please report it; -v shows where)"
     ]
     assert list(tmp_path.iterdir()) == []

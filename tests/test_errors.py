@@ -35,7 +35,7 @@ def test_too_short(tmp_path: Path) -> None:
 
 
 def test_not_a_tflite_file(tmp_path: Path) -> None:
-    expect_failure(tmp_path, b"\x89PNG\r\n\x1a\n" + bytes(100), InvalidModelError, "file identifier")
+    expect_failure(tmp_path, b"\x89PNG\r\n\x1a\n" + bytes(100), InvalidModelError, "is a PNG image, not a TFLite model")
     expect_failure(tmp_path, b"hello, this is text and not a model\n" * 3, InvalidModelError, "not a TFLite model")
 
 

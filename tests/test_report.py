@@ -50,6 +50,7 @@ TOP_FIELDS = {
     "min_runtime_version",
     "metadata",
     "warnings",
+    "size_advice",
     "options",
     "seconds",
     "verify",
@@ -122,6 +123,9 @@ def test_json_of_a_dry_run_has_no_output_sizes_and_of_infinities_strings(tmp_pat
     assert clamp["lossy"].startswith("value +inf")
     assert not list(tmp_path.glob("*.tflite"))[1:]  # only the input
     assert len(data["warnings"]) == 2
+    # The dry run's planned size is the size the real conversion writes.
+    assert run("--lossy", "convert", "-q", str(source), str(tmp_path / "real.tflite")).returncode == 0
+    assert data["planned_size"] == (tmp_path / "real.tflite").stat().st_size
 
 
 def test_json_to_a_file_keeps_the_text_on_stdout(tmp_path: Path) -> None:

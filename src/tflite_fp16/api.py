@@ -21,7 +21,7 @@ from .errors import RewriteError, VerificationError
 from .format.paths import check_output
 from .format.writer import copy_file
 from .options import Options
-from .pipeline import BytesLike, FileJob, convert_bytes, convert_file, plan_of_file
+from .pipeline import BytesLike, FileJob, byte_view, convert_bytes, convert_file, plan_of_file
 from .report import Report
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ def rewrite_bytes(data: BytesLike, options: Options | None = None, **overrides: 
     from .tools import auto
 
     start = time.perf_counter()
-    original = bytes(memoryview(data).cast("B"))
+    original = bytes(byte_view(data))
     result = _search(lambda: auto.search(original, opts), opts)
     with _carrying(result):
         output, report = convert_bytes(original, result.final_options(opts), verify=result.accept)
@@ -251,11 +251,16 @@ def check_many(inputs: Sequence[PathLike], options: Options | None = None, **ove
     from .tools.batch import CheckResult, find_models
 
     opts = Options.resolve(options, **overrides)
-    results = []
-    for source, _ in find_models(inputs):
+    models, refused = find_models(inputs)
+    results = [CheckResult(r.input, (), r.error) for r in refused]
+    for source, _ in models:
         try:
-            plan = plan_of_file(source, opts)
-            results.append(CheckResult(str(source), tuple(t.name for t in plan.tensors)))
+            tensors = plan_of_file(source, opts).tensors
+            results.append(
+                CheckResult(
+                    str(source), tuple(t.name for t in tensors), None, tuple((t.subgraph, t.tensor) for t in tensors)
+                )
+            )
         except (RewriteError, OSError) as error:
             results.append(CheckResult(str(source), (), " ".join(str(error).split())))
     return results

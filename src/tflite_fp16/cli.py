@@ -1,25 +1,33 @@
-"""The ``tflite-fp16`` command: parse, call :func:`tflite_fp16.rewrite`, print, exit.
+"""The ``tflite-fp16`` command: parse, call the public functions, print, exit.
 
 :func:`run` (the console script, and ``python -m tflite_fp16``) supervises
 :func:`main` in a child process: see :func:`run`. Only light modules are
 imported here; the rest is imported inside :func:`main`, where an interrupt
-still ends in one line.
+still ends in one line. Every error ends in one line on stderr (a bug too: the
+internal-error line, with the traceback under ``-v``) and a non-zero exit status.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import signal
 import sys
+import tempfile
 import threading
-from typing import Any, TextIO
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn, TextIO
 
 from .errors import (
     InvalidInputsError,
     InvalidModelError,
     LossyModelError,
     MissingDependencyError,
+    OutputError,
     RewriteError,
     UnsupportedModelError,
     VerificationError,
@@ -42,11 +50,64 @@ EXIT_BAD_INPUT = 2
 EXIT_VERIFY_FAILED = 3
 EXIT_CHECK_FOUND = 4
 _BAD_INPUT = (InvalidModelError, UnsupportedModelError, LossyModelError, InvalidInputsError, MissingDependencyError)
+MAX_JOBS = 32  # tools.batch.MAX_JOBS, said here without importing the batch machinery
+MAX_STDIN_BYTES = 8 << 30  # a model read from standard input is copied to a temporary file of at most this size
+STDIN = "-"
+
+USAGE = """tflite-fp16 [options] IN OUT              convert one model ('-': standard input or output)
+       tflite-fp16 [options] --dry-run IN          say what would be converted
+       tflite-fp16 [options] -o DIR | --in-place PATH...   many models (files, folders of *.tflite)
+       tflite-fp16 [options] --check PATH...        exit 4 if a model still has a float32 constant to convert
+       tflite-fp16 inspect [--json FILE|-] PATH...  what is in a model"""
+
+# Options fields by the flag that sets them: messages from Options name the flag.
+_FLAGS = {
+    "min_elements": "--min-elements",
+    "skip_ops": "--skip-op",
+    "max_cast_error": "--max-cast-error",
+    "keep_from": "--keep-from",
+    "verify_timeout": "--verify-timeout",
+    "shapes": "--shape",
+    "tolerance": "--tolerance",
+    "metric": "--metric",
+    "lossy": "--lossy",
+    "layout": "--layout",
+    "keep": "--keep",
+    "plot": "--plot",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse without prefix abbreviations (a flag added later must not change what an old
+    abbreviation means), with errors in one line that suggest the closest flag."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            flags = [flag for action in self._actions for flag in action.option_strings if flag.startswith("--")]
+            words = []
+            for word in message.split(":", 1)[1].split():
+                close = difflib.get_close_matches(word.split("=", 1)[0], flags, n=1, cutoff=0.6)
+                words.append(
+                    f"{quote(word)} (did you mean {close[0]}?)" if word.startswith("-") and close else quote(word)
+                )
+            message = f"unknown argument{'s' if len(words) > 1 else ''} {', '.join(words)}"
+        print(f"{self.prog}: error: {_flag_names(message)} ({self.prog} --help lists the options)", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _flag_names(message: str) -> str:
+    """A message from :class:`Options` in the command's words: ``min_elements`` -> ``--min-elements``."""
+    return re.sub(r"^(" + "|".join(_FLAGS) + r")(?= must|:| takes)", lambda m: _FLAGS[m.group(1)], message)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tflite-fp16",
+        usage=USAGE,
         description="Store the float32 weights of a TFLite model as float16 (with DEQUANTIZE ops), "
         "as TensorFlow's float16 post-training quantization does, from the .tflite file alone. "
         "Exit status: 0 done, 1 failure (for many inputs: any failed), 2 bad input or usage, 3 verification failed "
@@ -56,8 +117,8 @@ def _parser() -> argparse.ArgumentParser:
         "paths",
         nargs="*",
         metavar="PATH",
-        help="IN OUT: convert one model (OUT may equal IN); with -o DIR, --in-place or --check: "
-        "model files and folders (searched for *.tflite)",
+        help="IN OUT: convert one model (OUT may equal IN; '-' is standard input or output); with -o DIR, "
+        "--in-place or --check: model files and folders (searched for *.tflite)",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="say what would be converted and why not the rest; write nothing"
@@ -70,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
         "DEQUANTIZE become float32 constants again",
     )
 
-    many = parser.add_argument_group("many models (tflite-fp16 inspect MODEL [--json]: what is in a file)")
+    many = parser.add_argument_group("many models (and: tflite-fp16 inspect PATH... [--json FILE|-])")
     many.add_argument("-o", "--output-dir", metavar="DIR", help="convert every input into DIR, keeping relative paths")
     many.add_argument("--in-place", action="store_true", help="convert every input where it is")
     many.add_argument(
@@ -79,7 +140,8 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="convert N files at once in separate processes (default: the number of cores)",
+        help=f"convert N files at once in separate processes (default: the number of cores; at most {MAX_JOBS}, "
+        "and never more than the files)",
     )
     many.add_argument(
         "--check",
@@ -152,7 +214,7 @@ def _parser() -> argparse.ArgumentParser:
     output.add_argument(
         "--json",
         metavar="FILE",
-        help="write the report as JSON to FILE ('-': stdout, and nothing else there); "
+        help="write the report as JSON to FILE ('-': standard output, and nothing else there); "
         "for many inputs, a list with one report per input",
     )
 
@@ -219,15 +281,18 @@ def _parser() -> argparse.ArgumentParser:
         "--auto",
         action="store_true",
         help="search the constants to keep float32 so that every output stays within --tolerance on "
-        "--inputs and the probes (runs the model in LiteRT; the result is verified)",
+        "--inputs (without them, on the probes); at most 40 LiteRT runs; the result is verified",
     )
     check.add_argument(
-        "--save-keep", metavar="FILE", help="with --auto: write the names the search kept float32 to FILE"
+        "--save-keep",
+        metavar="FILE",
+        help="with --auto: write the tensors the search kept float32 to FILE (a keep file)",
     )
     select.add_argument(
         "--keep-from",
         metavar="FILE",
-        help="keep the tensors named in FILE float32 (one name or pattern a line, as --save-keep writes)",
+        help="keep the tensors a keep file names float32 (exact names with their shape and data, or patterns; "
+        "what --save-keep writes)",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -293,7 +358,6 @@ def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Optio
         )
     except (TypeError, ValueError) as error:
         parser.error(str(error))
-        raise  # unreachable: parser.error exits
 
 
 def _shapes(values: list[str], parser: argparse.ArgumentParser) -> dict[str, tuple[int, ...]]:
@@ -310,21 +374,45 @@ def _shapes(values: list[str], parser: argparse.ArgumentParser) -> dict[str, tup
     return shapes
 
 
-def _emit_json(destination: str, data: Any) -> None:
+def _side_outputs(args: argparse.Namespace, inputs: list[str], output: str | None) -> None:
+    """Check every file the command will write besides the model (before any work): a writable
+    place, not a directory, not an input, not the model, not each other."""
+    from .format.paths import check_side_outputs
+
+    for role, path in (("JSON report", args.json), ("keep file", args.save_keep), ("plot", args.plot)):
+        if path is not None and path != STDIN and path.endswith(".tflite"):
+            raise OutputError(
+                f"cannot write {quote(path)}: the {role} would replace a .tflite file; give it a path of its own "
+                f"(a .json, .txt or .png file{', or - for standard output' if role == 'JSON report' else ''})"
+            )
+    taken = [("input", path) for path in inputs if path != STDIN] + ([("output", output)] if output else [])
+    check_side_outputs([("JSON report", args.json), ("keep file", args.save_keep), ("plot", args.plot)], taken)
+
+
+def _emit_json(destination: str, data: Any, written: str | None = None) -> int:
+    """Write the JSON report (atomically; '-': standard output). On failure, one line that names
+    the path (and the model, if one was written) and exit status 1; else 0."""
+    from .format.writer import copy_file
     from .report import dumps
 
     text = dumps(data) + "\n"
-    if destination == "-":
+    if destination == STDIN:
         sys.stdout.write(text)
         sys.stdout.flush()
-    else:
-        with open(destination, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        return EXIT_OK
+    try:
+        copy_file(text.encode("utf-8"), destination)
+    except OSError as error:
+        model = f"; the model was written to {quote(written)}" if written else ""
+        print(f"tflite-fp16: error: the JSON report: {error}{model}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
 
 
 def _error_json(args: argparse.Namespace, error: BaseException, status: int) -> dict[str, Any]:
     from .report import verification_to_dict
 
+    search = getattr(error, "search", None)
     return {
         "tool": "tflite-fp16",
         "version": __version__,
@@ -332,7 +420,7 @@ def _error_json(args: argparse.Namespace, error: BaseException, status: int) -> 
         "output": args.paths[1] if len(args.paths) > 1 else None,
         "error": {"type": type(error).__name__, "message": str(error), "exit_status": status},
         "verify": verification_to_dict(getattr(error, "report", None)),
-        "auto": search.to_dict() if (search := getattr(error, "search", None)) is not None else None,
+        "auto": search.to_dict() if search is not None else None,
     }
 
 
@@ -346,13 +434,43 @@ class Terminated(KeyboardInterrupt):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command; return its exit status (0 ok, 1 failure, 2 bad input or usage, 3 verification failed)."""
+    """Run the command; return its exit status (0 ok, 1 failure, 2 bad input or usage, 3
+    verification failed, 4 --check found a constant to convert, 128 + N stopped by signal N).
+    Nothing escapes: a bug prints the internal-error line (the traceback too with -v)."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _main(argv)
+        return _main(arguments)
     except KeyboardInterrupt as interrupt:
-        signum = interrupt.signum if isinstance(interrupt, Terminated) else signal.SIGINT
-        print(f"tflite-fp16: interrupted ({signal.Signals(signum).name}); no output written", file=sys.stderr)
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+        written = getattr(interrupt, "written", None)
+        if written is not None:
+            shown = ", ".join(quote(path) for path in written[:10]) + (
+                f" and {len(written) - 10} more" if len(written) > 10 else ""
+            )
+            done = f"{len(written)} file{'s' if len(written) != 1 else ''} written before it stopped"
+            print(
+                f"tflite-fp16: interrupted ({signal.Signals(signum).name}); {done}{': ' + shown if written else ''}; "
+                f"no other output written",
+                file=sys.stderr,
+            )
+        else:
+            print(f"tflite-fp16: interrupted ({signal.Signals(signum).name}); no output written", file=sys.stderr)
         return 128 + signum
+    except SystemExit:
+        raise
+    except Exception as error:  # a bug: one line (the writer has cleaned up: no partial output)
+        _internal_error(error, "-v" in arguments or "--verbose" in arguments)
+        return EXIT_FAILURE
+
+
+def _internal_error(error: BaseException, verbose: bool) -> None:
+    print(
+        f"tflite-fp16: internal error: {type(error).__name__}: {' '.join(str(error).split())} (please report it"
+        f"{'' if verbose else '; -v shows where'})",
+        file=sys.stderr,
+    )
+    if verbose:
+        traceback.print_exception(error, file=sys.stderr)
 
 
 _TERMINATION = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, name)]
@@ -371,10 +489,10 @@ def _raise_once(signum: int, frame: Any) -> None:
 
 def run() -> None:
     """The command's entry point. On POSIX it forks: the child runs :func:`main` with the
-    termination signals turned into exceptions; the parent forwards signals to it, and
-    when the child dies from a signal no handler can survive (SIGBUS, when the input file
-    is truncated while it is memory-mapped; SIGKILL; a crash), the parent removes the
-    temporary files the child reported and says so in one line."""
+    termination signals turned into exceptions (and dies with the parent); the parent forwards
+    signals to it, and when the child dies from a signal no handler can survive (SIGBUS, when
+    the input file is truncated while it is memory-mapped; SIGKILL; a crash), the parent
+    removes the temporary files the child reported and says so in one line."""
     argv = sys.argv[1:]
     if not hasattr(os, "fork") or os.environ.get("TFLITE_FP16_NO_SUPERVISOR"):
         for number in _TERMINATION:
@@ -383,10 +501,23 @@ def run() -> None:
     sys.exit(_supervise(argv))
 
 
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux for SIGTERM (cleaned up like Ctrl-C) when the supervisor dies (killed by SIGKILL)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        raise Terminated(signal.SIGTERM)
+
+
 def _supervise(argv: list[str]) -> int:
     read_end, write_end = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
+    parent = os.getpid()
     child = os.fork()
     if child == 0:
         os.close(read_end)
@@ -394,14 +525,17 @@ def _supervise(argv: list[str]) -> int:
         try:
             for number in _TERMINATION:
                 signal.signal(number, _raise_once)
+            _die_with_parent(parent)
             from .format import paths
 
             paths.temp_listeners.append(lambda event, path: _report(write_end, event, path))
             status = main(argv)
-        except SystemExit as exit_:  # argparse: --help, --version, usage errors
+        except SystemExit as exit_:  # argparse: --help, --version
             status = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else EXIT_BAD_INPUT)
-        except KeyboardInterrupt:
-            status = 128 + signal.SIGINT
+        except KeyboardInterrupt as interrupt:  # a signal before main() took over
+            status = 128 + getattr(interrupt, "signum", signal.SIGINT)
+        except BaseException as error:  # cannot happen (main catches everything), but never silently
+            _internal_error(error, "-v" in argv or "--verbose" in argv)
         finally:
             try:
                 sys.stdout.flush()
@@ -468,11 +602,10 @@ def _collect(read_end: int, temporaries: set[str]) -> None:
                     temporaries.discard(path)
 
 
-def _main(argv: list[str] | None) -> int:
+def _main(argv: list[str]) -> int:
     from .format.paths import pause_for_tests
 
     pause_for_tests("start")
-    argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["inspect"]:
         return _inspect(argv[1:])
     parser = _parser()
@@ -487,17 +620,37 @@ def _main(argv: list[str] | None) -> int:
             parser.error("give the model files or folders to work on")
         if args.dry_run:
             parser.error("--dry-run is for one model; --check tells for many")
+        if STDIN in args.paths:
+            parser.error("'-' (standard input) is for one model: IN OUT")
     elif len(args.paths) != 2 and not (args.dry_run and len(args.paths) == 1):
         parser.error("give IN OUT (or IN with --dry-run; or -o DIR, --in-place or --check with several inputs)")
     if args.jobs is not None and (args.jobs < 1 or not (args.output_dir is not None or args.in_place)):
         parser.error("-j N (N >= 1) applies to -o DIR and --in-place")
+    if not many and len(args.paths) == 2 and args.paths[1] == STDIN and not args.dry_run:
+        if args.json == STDIN:
+            parser.error("OUT '-' and --json - both want standard output; give the JSON report a file")
+        if sys.stdout.isatty():
+            parser.error("refusing to write a model to a terminal: redirect standard output (> model_fp16.tflite)")
     options = _options(args, parser)
     if args.to == "float32":
         _only_layout(options, parser)
+    try:
+        if many:
+            _side_outputs(args, list(args.paths), None)
+        else:
+            out = None if args.dry_run else args.paths[1]
+            if out is not None and out != STDIN:
+                from .format.paths import check_output
+
+                check_output(out)
+            _side_outputs(args, [args.paths[0]], out)
+    except OutputError as error:
+        print(f"tflite-fp16: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
     if args.check:
         return _check(args, options)
     if many:
-        return _batch(args, options, parser)
+        return _batch(args, options)
     return _single(args, options)
 
 
@@ -508,21 +661,79 @@ def _only_layout(options: Options, parser: argparse.ArgumentParser) -> None:
         parser.error("--to float32 takes none of the float16 conversion options (only --layout, -v, -q, --json)")
 
 
+@contextmanager
+def _from_stdin() -> Iterator[str]:
+    """Standard input copied to a temporary file (read whole, at most MAX_STDIN_BYTES), removed after."""
+    handle = tempfile.NamedTemporaryFile(prefix="tflite-fp16-stdin-", suffix=".tflite", delete=False)
+    try:
+        with handle:
+            total = 0
+            while True:
+                block = sys.stdin.buffer.read(1 << 20)
+                if not block:
+                    break
+                total += len(block)
+                if total > MAX_STDIN_BYTES:
+                    raise InvalidModelError(
+                        f"standard input holds more than {MAX_STDIN_BYTES >> 30} GiB: give the model as a file"
+                    )
+                handle.write(block)
+        yield handle.name
+    finally:
+        os.unlink(handle.name)
+
+
+@contextmanager
+def _to_stdout() -> Iterator[str]:
+    """A temporary path to write the model to; copied to standard output when the block succeeds."""
+    folder = tempfile.mkdtemp(prefix="tflite-fp16-stdout-")
+    path = os.path.join(folder, "model.tflite")
+    try:
+        yield path
+        with open(path, "rb") as model:
+            while block := model.read(1 << 20):
+                sys.stdout.buffer.write(block)
+        sys.stdout.buffer.flush()
+    finally:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        os.rmdir(folder)
+
+
+def _convert(args: argparse.Namespace, options: Options, source: str, target: str | None) -> Any:
+    if args.to == "float32":
+        from .tools.widen import widen
+
+        return widen(source, target, layout=options.layout)
+    from .api import rewrite
+
+    return rewrite(source, target, options)
+
+
 def _single(args: argparse.Namespace, options: Options) -> int:
+    import dataclasses
+
     source = args.paths[0]
     target = None if args.dry_run else args.paths[1]
-    human: TextIO = sys.stderr if args.json == "-" else sys.stdout
+    to_stdout = target == STDIN
+    human: TextIO = sys.stderr if (args.json == STDIN or to_stdout) else sys.stdout
+    read_from = source
+
+    def said(error: BaseException) -> str:
+        """The error's message, with standard input's temporary copy called what it is."""
+        text = _flag_names(str(error))
+        return text.replace(quote(read_from), "standard input") if source == STDIN else text
+
     try:
-        if args.to == "float32":
-            from .tools.widen import widen
-
-            report: Any = widen(source, target, layout=options.layout)
-        else:
-            from .api import rewrite
-
-            report = rewrite(source, target, options)
+        with _from_stdin() if source == STDIN else _nothing(source) as read_from:
+            with _to_stdout() if to_stdout else _nothing(target) as write_to:
+                report: Any = _convert(args, options, read_from, write_to)
+        if source == STDIN or to_stdout:
+            report = dataclasses.replace(report, input=source, output=target)
     except VerificationError as error:
-        print(f"tflite-fp16: {error}", file=sys.stderr)
+        print(f"tflite-fp16: {said(error)}", file=sys.stderr)
         if error.report is not None and not args.quiet:
             for line in error.report.lines() if args.verbose else [f"  {line}" for line in _failures(error.report)]:
                 print(line, file=sys.stderr)
@@ -534,25 +745,15 @@ def _single(args: argparse.Namespace, options: Options) -> int:
             print(f"tflite-fp16: {error.report.hint()}", file=sys.stderr)
         return _failed(args, error, EXIT_VERIFY_FAILED)
     except _BAD_INPUT as error:
-        print(f"tflite-fp16: error: {error}", file=sys.stderr)
+        print(f"tflite-fp16: error: {said(error)}", file=sys.stderr)
         return _failed(args, error, EXIT_BAD_INPUT)
     except (RewriteError, OSError) as error:
-        print(f"tflite-fp16: error: {error}", file=sys.stderr)
-        return _failed(args, error, EXIT_FAILURE)
-    except Exception as error:  # a bug: still one line, and no partial output (the writer cleans up)
-        print(f"tflite-fp16: internal error: {type(error).__name__}: {error} (please report it)", file=sys.stderr)
+        print(f"tflite-fp16: error: {said(error)}", file=sys.stderr)
         return _failed(args, error, EXIT_FAILURE)
     if args.to == "float32":
         if not args.quiet:
-            print(report.summary(), file=human)
-            if args.verbose:
-                for t in report.widened:
-                    print(
-                        f"  widened subgraph {t.subgraph} tensor {t.tensor} {quote(t.name)}: {t.elements} values",
-                        file=human,
-                    )
-                for s, t, name, why in report.float16_kept:
-                    print(f"  float16 left subgraph {s} tensor {t} {quote(name)}: {why}", file=human)
+            for line in _widen_lines(report, args.verbose):
+                print(line, file=human)
     else:
         from .report import render_text
 
@@ -562,8 +763,31 @@ def _single(args: argparse.Namespace, options: Options) -> int:
         for line in out:
             print(line, file=human)
     if args.json:
-        _emit_json(args.json, report.to_dict())
+        written = None if args.dry_run or to_stdout else target
+        return _emit_json(args.json, report.to_dict(), written)
     return EXIT_OK
+
+
+@contextmanager
+def _nothing(value: Any) -> Iterator[Any]:
+    yield value
+
+
+def _widen_lines(report: Any, verbose: bool) -> list[str]:
+    lines = [report.summary()]
+    if verbose:
+        from .report import metadata_line
+
+        for t in report.widened:
+            lines.append(f"  widened subgraph {t.subgraph} tensor {t.tensor} {quote(t.name)}: {t.elements} values")
+        for s, t, name, why in report.float16_kept:
+            lines.append(f"  float16 left subgraph {s} tensor {t} {quote(name)}: {why}")
+        lines.extend(metadata_line(change, report.output is None) for change in report.metadata)
+        for index, before, after in report.versions_lowered:
+            lines.append(
+                f"  operator code {index} (DEQUANTIZE) version {before} -> {after}: what its operators need now"
+            )
+    return lines
 
 
 def _failed(args: argparse.Namespace, error: BaseException, status: int) -> int:
@@ -572,16 +796,37 @@ def _failed(args: argparse.Namespace, error: BaseException, status: int) -> int:
     return status
 
 
-def _batch(args: argparse.Namespace, options: Options, parser: argparse.ArgumentParser) -> int:
+def _decisions(result: Any) -> str:
+    """A file that kept constants float32 by choice (lossy, tolerance, options): its counts."""
+    report = result.report
+    plan = getattr(report, "plan", None)
+    if plan is None:
+        return ""
+    chosen = {
+        reason: n
+        for reason, n in plan.kept_by_reason().items()
+        if reason not in ("subgraph_output", "subgraph_input", "variable", "written_by_operator", "unread")
+    }
+    if not chosen:
+        return ""
+    kept = ", ".join(f"{n} {reason}" for reason, n in chosen.items())
+    return f"{quote(result.input)}: {report.tensors_converted} converted, {sum(chosen.values())} kept float32 ({kept})"
+
+
+def _batch(args: argparse.Namespace, options: Options) -> int:
     from .api import rewrite_many
 
-    human: TextIO = sys.stderr if args.json == "-" else sys.stdout
+    human: TextIO = sys.stderr if args.json == STDIN else sys.stdout
 
     def on_result(result: Any) -> None:
         if not result.ok:
-            print(f"tflite-fp16: {quote(result.input)}: {result.error}", file=sys.stderr)
+            shown = quote(result.input)
+            message = result.error if shown in result.error else f"{shown}: {result.error}"
+            print(f"tflite-fp16: {message}", file=sys.stderr)
         elif args.verbose:
             print(f"{quote(result.input)}: {result.report.summary()}", file=human)
+        elif not args.quiet and (line := _decisions(result)):
+            print(line, file=human)
 
     try:
         results = rewrite_many(
@@ -591,17 +836,19 @@ def _batch(args: argparse.Namespace, options: Options, parser: argparse.Argument
             jobs=args.jobs,
             to=args.to,
             options=options,
-            progress=not args.quiet and args.json != "-",
+            progress=not args.quiet and args.json != STDIN,
             on_result=on_result,
         )
-    except ValueError as error:
-        parser.error(str(error))
+    except (OutputError, ValueError, TypeError) as error:
+        print(f"tflite-fp16: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
     if not args.quiet:
         for line in _batch_table(results):
             print(line, file=human)
+    status = EXIT_OK if all(r.ok for r in results) else EXIT_FAILURE
     if args.json:
-        _emit_json(args.json, [r.to_dict() for r in results])
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILURE
+        return _emit_json(args.json, [r.to_dict() for r in results]) or status
+    return status
 
 
 def _batch_table(results: list[Any]) -> list[str]:
@@ -622,13 +869,18 @@ def _batch_table(results: list[Any]) -> list[str]:
 def _check(args: argparse.Namespace, options: Options) -> int:
     from .api import check_many
 
-    human: TextIO = sys.stderr if args.json == "-" else sys.stdout
+    human: TextIO = sys.stderr if args.json == STDIN else sys.stdout
     results = check_many(args.paths, options)
     for result in results:
         if result.error is not None:
-            print(f"tflite-fp16: {quote(result.input)}: error: {result.error}", file=sys.stderr)
+            shown = quote(result.input)
+            message = result.error if shown in result.error else f"{shown}: {result.error}"
+            print(f"tflite-fp16: error: {message}", file=sys.stderr)
         elif result.would_convert and not args.quiet:
-            names = ", ".join(quote(n, 60) for n in result.would_convert[:3])
+            names = ", ".join(
+                f"subgraph {s} tensor {t} {quote(name, 60)}"
+                for (s, t), name in list(zip(result.tensors, result.would_convert))[:3]
+            )
             more = f" and {len(result.would_convert) - 3} more" if len(result.would_convert) > 3 else ""
             print(
                 f"{quote(result.input)}: {len(result.would_convert)} tensors would convert to float16: {names}{more}",
@@ -639,34 +891,64 @@ def _check(args: argparse.Namespace, options: Options) -> int:
     if not args.quiet:
         print(f"check: {len(results)} files, {found} with constants to convert, {failed} unreadable", file=human)
     if args.json:
-        _emit_json(args.json, [r.to_dict() for r in results])
+        written = _emit_json(args.json, [r.to_dict() for r in results])
+        if written:
+            return written
     if found:
         return EXIT_CHECK_FOUND
     return EXIT_BAD_INPUT if failed else EXIT_OK
 
 
 def _inspect(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tflite-fp16 inspect", description="What is in a .tflite file, at a glance.")
-    parser.add_argument("model", help=".tflite file")
-    parser.add_argument("--json", action="store_true", help="print everything as JSON (documented in the README)")
+    parser = _Parser(
+        prog="tflite-fp16 inspect",
+        description="What is in a .tflite file, at a glance: size, layout, signatures, operators, tensors by "
+        "type, metadata, features, and what a float16 rewrite would do.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="model files and folders (searched for *.tflite)")
+    parser.add_argument(
+        "--json",
+        metavar="FILE",
+        help="write everything as JSON to FILE ('-': standard output); for several files, a list",
+    )
     args = parser.parse_args(argv)
-    try:
-        from .tools.inspect import inspect_file, render
+    from .format.paths import check_side_outputs
+    from .tools.batch import find_models
+    from .tools.inspect import inspect_file, render
 
-        info = inspect_file(args.model)
-    except _BAD_INPUT as error:
-        print(f"tflite-fp16: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except (RewriteError, OSError) as error:
+    try:
+        if args.json is not None and args.json != STDIN and args.json.endswith(".tflite"):
+            raise OutputError(f"cannot write {quote(args.json)}: a JSON report would replace a .tflite file")
+        check_side_outputs([("JSON report", args.json)], [("input", p) for p in args.paths])
+        models, refused = find_models(args.paths)
+    except OutputError as error:
         print(f"tflite-fp16: error: {error}", file=sys.stderr)
         return EXIT_FAILURE
-    if args.json:
-        from .report import dumps
-
-        print(dumps(info))
-    else:
-        print(render(info))
-    return EXIT_OK
+    status = EXIT_OK
+    found: list[dict[str, Any]] = []
+    for result in refused:
+        print(f"tflite-fp16: error: {result.error}", file=sys.stderr)
+        status = EXIT_BAD_INPUT
+    for path, _ in models:
+        try:
+            info = inspect_file(path)
+        except _BAD_INPUT as error:
+            print(f"tflite-fp16: error: {error}", file=sys.stderr)
+            status = max(status, EXIT_BAD_INPUT)
+            continue
+        except (RewriteError, OSError) as error:
+            print(f"tflite-fp16: error: {error}", file=sys.stderr)
+            status = EXIT_FAILURE
+            continue
+        found.append(info)
+        if args.json != STDIN:
+            if len(models) > 1 and found[:-1]:
+                print()
+            print(render(info))
+    if args.json is not None:
+        data: Any = found[0] if len(args.paths) == 1 and len(models) == 1 and found else found
+        return _emit_json(args.json, data) or status
+    return status
 
 
 def _failures(verification: Any) -> list[str]:

@@ -48,6 +48,9 @@ class VerificationError(RewriteError):
         self.report = report
         self.search = search  # the tolerance search's result, when --auto ran
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.report, self.search))
+
 
 class MissingDependencyError(RewriteError):
     """An optional dependency is not installed; the message says how to install it."""

@@ -9,6 +9,7 @@ arguments named after its fields (``rewrite(a, b, lossy="convert")``).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -250,8 +251,14 @@ def _normalise_op(name: str) -> str:
         return "CUSTOM:" + custom
     upper = name.upper()
     if upper not in BUILTIN_OPS or upper == "CUSTOM":
+        squeezed = {known.replace("_", ""): known for known in BUILTIN_OPS if known != "CUSTOM"}
+        guess = squeezed.get(upper.replace("_", "").replace("-", ""))
+        if guess is None:
+            close = difflib.get_close_matches(upper, list(squeezed.values()), n=1, cutoff=0.75)
+            guess = close[0] if close else None
+        hint = f"did you mean {guess}? " if guess else ""
         raise ValueError(
-            f"skip_ops: unknown operator {name!r}; use a builtin name of the TFLite schema "
+            f"skip_ops: unknown operator {name!r}; {hint}use a builtin name of the TFLite schema "
             f"(e.g. RESIZE_BILINEAR, FULLY_CONNECTED) or CUSTOM:name for a custom operator"
         )
     return upper

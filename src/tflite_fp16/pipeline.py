@@ -29,7 +29,7 @@ from .errors import InputChangedError, VerificationError
 from .format.model import TFLiteModel
 from .format.paths import OutputTarget, check_output, existing_input, file_identity, same_file
 from .format.reader import open_model, parse_model
-from .format.writer import check_table_limit, copy_file, serialize, write_model
+from .format.writer import check_table_limit, copy_file, planned_size, serialize, write_model
 from .options import Options
 from .report import Report
 from .text import quote
@@ -44,6 +44,7 @@ __all__ = [
     "FileJob",
     "Verify",
     "build",
+    "byte_view",
     "convert_bytes",
     "convert_file",
     "float16_casts",
@@ -117,11 +118,22 @@ class FileJob:
         return Committed(self.size_before, copy_file(self.path_in, self.target, check), None, self.verification)
 
 
+def byte_view(data: BytesLike) -> memoryview:
+    """``data`` (bytes, bytearray, or any memoryview: a non-contiguous one is copied) as flat bytes."""
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(f"a model in memory is bytes, a bytearray or a memoryview, not {type(data).__name__}") from None
+    if not view.c_contiguous:
+        view = memoryview(view.tobytes())
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
 class BytesJob:
     """A model held in memory on its way to bytes: :class:`FileJob` without files."""
 
     def __init__(self, data: BytesLike) -> None:
-        self.view = memoryview(data).cast("B")
+        self.view = byte_view(data)
         self.verification: VerifyReport | None = None
 
     @contextmanager
@@ -227,11 +239,13 @@ def _stats(casts: dict[int, Float16Cast]) -> dict[int, CastStats]:
     return {b: c.stats for b, c in casts.items() if c.stats is not None}
 
 
-def _dry_run(model: TFLiteModel, plan: Plan, executor: Executor) -> tuple[dict[int, CastStats], int]:
-    """The exact cast statistics of every conversion (no float16 data kept) and the DEQUANTIZE ops the edit adds."""
-    _, casts, added = build(model, plan)
+def _dry_run(model: TFLiteModel, plan: Plan, layout: str, executor: Executor) -> tuple[dict[int, CastStats], int, int]:
+    """The exact cast statistics of every conversion (no float16 data kept), the DEQUANTIZE ops the
+    edit adds, and the size the output would have."""
+    converted, casts, added = build(model, plan)
+    size, _ = planned_size(converted, layout)
     measure(list({id(c): c for c in casts.values()}.values()), executor)
-    return _stats(casts), added
+    return _stats(casts), added, size
 
 
 def plan_of_file(path_in: PathLike, options: Options) -> Plan:
@@ -251,8 +265,8 @@ def convert_file(
     with verifier_for(os.fspath(job.path_in), writing) as verifier, job.model() as model, thread_pool() as executor:
         plan = make_plan(model, options, executor)
         if path_out is None:
-            stats, added = _dry_run(model, plan, executor)
-            return Report(
+            stats, added, size = _dry_run(model, plan, options.layout, executor)
+            report = Report(
                 os.fspath(job.path_in),
                 None,
                 job.size_before,
@@ -264,6 +278,7 @@ def convert_file(
                 added,
                 time.perf_counter() - start,
             )
+            return dataclasses.replace(report, planned_size=size if plan.conversions else job.size_before)
         casts: dict[int, Float16Cast] = {}
         converted, added = None, 0
         if plan.conversions:

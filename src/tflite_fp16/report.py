@@ -79,6 +79,7 @@ class Report:
     seconds: float = 0.0
     verification: VerifyReport | None = None  # when options.verify
     search: SearchOutcome | None = None  # the tolerance search's result, when options.auto
+    planned_size: int | None = None  # a dry run: the size the output would have
 
     @property
     def dry_run(self) -> bool:
@@ -164,7 +165,9 @@ class Report:
         if kept:
             line += f", {kept} kept float32" + (f" ({lossy} lossy)" if lossy else "")
         if self.dry_run:
-            line += f" (dry run, nothing written); input {self.size_before:,} bytes"
+            line += f" (dry run, nothing written); {self.size_before:,} -> {self.planned_size or 0:,} bytes"
+            if self.size_before and self.planned_size:
+                line += f" ({100.0 * self.planned_size / self.size_before:.1f}%)"
         else:
             line += f"; {self.size_before:,} -> {self.size_after:,} bytes"
             if self.size_before:
@@ -176,6 +179,33 @@ class Report:
         if self.flushed:
             line += f"; {self.flushed} tiny values became 0"
         return line
+
+    def size_advice(self) -> str:
+        """When the output is larger than the input (each converted constant costs a DEQUANTIZE op
+        and a tensor, which small constants do not pay back): what ``min_elements`` would do
+        about it, with an estimated size; empty otherwise."""
+        after = self.planned_size if self.dry_run else self.size_after
+        if after is None or after <= self.size_before or not self.plan.conversions or not self.dequantize_ops_added:
+            return ""
+        conversions = self.plan.conversions
+        saved = {c.buffer: (-2 if c.new_buffer else 2) * c.elements for c in conversions}
+        # What one converted tensor costs (its DEQUANTIZE op, its float32 tensor, their tables), on average.
+        cost = (after - self.size_before + sum(saved.values())) / self.dequantize_ops_added
+        best: tuple[int, float] | None = None
+        for threshold in sorted({c.elements + 1 for c in conversions}):
+            kept = [c for c in conversions if c.elements < threshold]
+            if len(kept) == len(conversions):
+                break
+            size = after - sum(cost * len(c.tensors) - saved[c.buffer] for c in kept)
+            if best is None or size < best[1]:
+                best = (threshold, size)
+        head = (
+            f"the output is larger than the input ({self.size_before:,} -> {after:,} bytes): each converted constant "
+            f"costs a DEQUANTIZE op and a tensor (about {cost:,.0f} bytes)"
+        )
+        if best is not None and best[1] < self.size_before:
+            return f"{head}; --min-elements {best[0]} would give about {best[1]:,.0f} bytes"
+        return f"{head}, more than any of its constants saves in float16; the float32 model is the smaller one"
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data (documented in the README)."""
@@ -228,7 +258,9 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         "size_before": report.size_before,
         "unchanged": report.unchanged,
     }
-    if not report.dry_run:
+    if report.dry_run:
+        data["planned_size"] = report.planned_size
+    else:
         data["size_after"] = report.size_after
         data["layout"] = report.layout
     data.update(
@@ -240,6 +272,7 @@ def report_to_dict(report: Report) -> dict[str, Any]:
             "min_runtime_version": {"before": before, "after": after},
             "metadata": [c.to_dict() for c in report.plan.metadata if c.action != "left"],
             "warnings": list(report.warnings),
+            "size_advice": report.size_advice() or None,
             "options": {
                 "lossy": options.lossy,
                 "max_cast_error": options.max_cast_error,
@@ -273,9 +306,10 @@ def _g(value: float) -> str:
     return f"{value:.3g}"
 
 
-def converted_line(entry: ConvertedTensor) -> str:
+def converted_line(entry: ConvertedTensor, dry_run: bool = False) -> str:
     line = (
-        f"  converted subgraph {entry.subgraph} tensor {entry.tensor} {quote(entry.name)} {list(entry.shape)}: "
+        f"  {'would convert' if dry_run else 'converted'} subgraph {entry.subgraph} tensor {entry.tensor} "
+        f"{quote(entry.name)} {list(entry.shape)}: "
         f"{entry.elements} values, max abs error {_g(entry.max_abs_error)}, rel L2 {_g(entry.rel_l2_error)}"
     )
     if entry.saturated:
@@ -300,7 +334,7 @@ def render_text(report: Report, verbosity: int = 0) -> tuple[list[str], list[str
         return [], []
     out = [report.summary()]
     if verbosity > 0:
-        out.extend(converted_line(e) for e in report.converted)
+        out.extend(converted_line(e, report.dry_run) for e in report.converted)
         out.extend(kept_line(e) for e in report.kept)
         out.extend(metadata_line(c, report.dry_run) for c in report.plan.metadata if c.action != "left")
     else:
@@ -311,6 +345,9 @@ def render_text(report: Report, verbosity: int = 0) -> tuple[list[str], list[str
                 out.append(
                     f"  and {len(notable) - NOTABLE_LINES} more kept float32 as {reason} (-v lists every tensor)"
                 )
+    advice = report.size_advice()
+    if advice:
+        out.append(f"  note: {advice}")
     if report.search is not None:
         out.extend(report.search.summary().splitlines())
     if report.verification is not None:

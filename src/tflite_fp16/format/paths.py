@@ -28,11 +28,11 @@ import socket
 import stat
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, TypeVar, Union
 
-from ..errors import InputNotFoundError, OutputError
+from ..errors import InputNotFoundError, InvalidModelError, OutputError
 from ..text import quote
 
 __all__ = [
@@ -40,10 +40,13 @@ __all__ = [
     "OutputTarget",
     "atomic_write",
     "check_output",
+    "check_side_outputs",
+    "commit_guard",
     "existing_input",
     "file_identity",
     "pause_for_tests",
     "same_file",
+    "same_path",
     "temp_listeners",
 ]
 
@@ -57,6 +60,11 @@ _T = TypeVar("_T")
 #: Called with ("created" | "gone", path) for every temporary file; the command's supervisor
 #: process listens, so that it can remove the file if the worker dies by a signal it cannot catch.
 temp_listeners: list[Callable[[str, str], None]] = []
+
+#: When set, every commit (the rename of a complete temporary file over its target) runs through
+#: it: ``commit_guard(rename, user_path)``. A batch worker sets one that refuses to commit once the
+#: batch is stopping and reports each commit, so that the batch knows exactly what was written.
+commit_guard: Callable[[Callable[[], None], str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,10 +81,50 @@ class OutputTarget:
 
 
 def existing_input(path: PathLike) -> PathLike:
-    """``path``, when it exists; :class:`InputNotFoundError` when not."""
-    if not os.path.exists(path):
-        raise InputNotFoundError(f"{quote(os.fspath(path))}: no such file")
+    """``path``, when it names an existing regular file: :class:`InputNotFoundError` when it
+    does not exist, :class:`InvalidModelError` for a directory, FIFO, socket or device (opening
+    a FIFO would wait for a writer forever)."""
+    shown = quote(os.fspath(path))
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise InputNotFoundError(f"{shown}: no such file") from None
+    except OSError as error:
+        raise InvalidModelError(f"{shown} cannot be read: {error.strerror or error}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InvalidModelError(
+            f"{shown} is a directory, not a TFLite model (several models: -o DIR or --in-place; Python: rewrite_many)"
+        )
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidModelError(f"{shown} is not a regular file (a FIFO, socket or device); give a model file")
     return path
+
+
+def same_path(a: PathLike, b: PathLike) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same path once links are resolved, or the same
+    existing file (a hard link)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    return same_file(a, b)
+
+
+def check_side_outputs(
+    outputs: Sequence[tuple[str, PathLike | None]], taken: Sequence[tuple[str, PathLike | None]]
+) -> None:
+    """Check the side outputs (``(role, path)``: the JSON report, the keep file, the plot) before
+    any work, as :func:`check_output` checks the model's, and that none is one of ``taken`` (the
+    input, the model written) or another side output. ``-`` (standard output) and None are skipped."""
+    seen = [(role, path) for role, path in taken if path is not None and os.fspath(path) != "-"]
+    for role, path in outputs:
+        if path is None or os.fspath(path) == "-":
+            continue
+        check_output(path)
+        for other_role, other in seen:
+            if same_path(path, other):
+                raise OutputError(
+                    f"cannot write {quote(os.fspath(path))}: it is also the {other_role}; give the {role} a path of its own"
+                )
+        seen.append((role, path))
 
 
 def file_identity(path: PathLike, missing_ok: bool = False) -> tuple[int, ...]:
@@ -242,7 +290,10 @@ def atomic_write(
             before_commit(temporary)
         pause_for_tests("commit")
         try:
-            os.replace(temporary, target.final)
+            if commit_guard is None:
+                os.replace(temporary, target.final)
+            else:
+                commit_guard(lambda: os.replace(temporary, target.final), target.path)
         except OSError as error:
             raise _fail(target.path, error.strerror or str(error), error) from None
     except BaseException:

@@ -9,9 +9,11 @@ tool does not know is refused by name instead of being dropped.
 
 from __future__ import annotations
 
+import io
 import mmap
 import os
 import struct
+import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Union
@@ -20,9 +22,10 @@ import numpy as np
 
 from ..errors import InvalidModelError, UnsupportedModelError
 from ..schema import NUMPY_DTYPES, SCALAR_FORMATS, SCHEMA, FieldSpec, Schema, TableSpec
+from ..text import quote
 from .model import Table, TFLiteModel, detail_references
 
-__all__ = ["open_model", "parse_model", "parse_table", "read_model"]
+__all__ = ["identify", "open_model", "parse_model", "parse_table", "read_model"]
 
 _U32 = struct.Struct("<I")
 _I32 = struct.Struct("<i")
@@ -357,22 +360,84 @@ def _expanded(value: Any, sizes: dict[int, tuple[int, int]]) -> tuple[int, int]:
     return units, tables
 
 
-def parse_model(data: Any) -> TFLiteModel:
-    """Parse a TFLite flatbuffer held in ``data`` (bytes, mmap or memoryview).
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image", ""),
+    (b"\xff\xd8\xff", "a JPEG image", ""),
+    (b"GIF8", "a GIF image", ""),
+    (b"%PDF", "a PDF document", ""),
+    (b"\x1f\x8b", "a gzip-compressed file", ": decompress it first (gunzip), then convert what it holds"),
+    (
+        b"\x89HDF\r\n\x1a\n",
+        "an HDF5 file (a Keras .h5 model?)",
+        ": convert it to TFLite with TensorFlow's converter first",
+    ),
+    (b"\x7fELF", "an executable (ELF)", ""),
+    (b"LITERTLM", "a LiteRT-LM bundle (.litertlm)", ": its TFLite models are sections inside it; extract them first"),
+)
+
+
+def identify(data: Any, name: str = "the file") -> str:
+    """Why ``data`` is not a TFLite model, in words a user can act on: what it looks like (an
+    image, a zip of TFLite models as MediaPipe's .task bundles are, an ONNX model, text ...)."""
+    head = bytes(data[:512])
+    for magic, what, advice in _SIGNATURES:
+        if head.startswith(magic):
+            return f"{name} is {what}, not a TFLite model{advice}"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return _describe_zip(data, name)
+    lowered = head.lower()
+    if name.lower().rstrip("'").endswith(".onnx") or (
+        head[:1] == b"\x08" and (b"onnx" in lowered or b"pytorch" in lowered)
+    ):
+        return f"{name} is an ONNX model, not a TFLite model: convert it to TFLite first (onnx2tf, for one)"
+    try:
+        text = head.decode("utf-8")
+        if text and all(char.isprintable() or char in "\t\r\n" for char in text):
+            return f"{name} is a text file, not a TFLite model"
+    except UnicodeDecodeError:
+        pass
+    identifier = head[4:8]
+    if len(identifier) == 4 and all(32 < byte < 127 for byte in identifier):
+        return (
+            f"{name} is not a TFLite model: its file identifier (bytes 4 to 8) is {identifier!r}, not "
+            f"{SCHEMA.file_identifier!r} (a FlatBuffers file of another schema?)"
+        )
+    return f"{name} is not a TFLite model: its file identifier (bytes 4 to 8) is {identifier!r}, not {SCHEMA.file_identifier!r}"
+
+
+def _describe_zip(data: Any, name: str) -> str:
+    try:
+        with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return f"{name} is a zip archive (a damaged one), not a TFLite model"
+    models = [n for n in names if n.endswith(".tflite")]
+    if models:
+        shown = ", ".join(repr(n) for n in models[:3]) + (f" and {len(models) - 3} more" if len(models) > 3 else "")
+        return (
+            f"{name} is a zip archive holding TFLite models ({shown}), as MediaPipe's .task bundles are: unzip it "
+            f"and convert the .tflite files"
+        )
+    if "config.json" in names and any(n.endswith(".weights.h5") for n in names):
+        return f"{name} is a Keras model (.keras), not a TFLite model: convert it with TensorFlow's converter first"
+    if any(n.endswith("data.pkl") for n in names):
+        return f"{name} is a PyTorch checkpoint, not a TFLite model: export it to TFLite first (ai-edge-torch, say)"
+    return f"{name} is a zip archive, not a TFLite model"
+
+
+def parse_model(data: Any, name: str = "the file") -> TFLiteModel:
+    """Parse a TFLite flatbuffer held in ``data`` (bytes, mmap or memoryview); ``name`` (quoted)
+    stands for it in messages.
 
     Vectors in the result are views into ``data``, which must outlive them.
     """
     size = len(data)
     if size == 0:
-        raise InvalidModelError("the file is empty, not a TFLite model")
+        raise InvalidModelError(f"{name} is empty, not a TFLite model")
     if size < 8:
-        raise InvalidModelError(f"the file has only {size} bytes, too short for a TFLite model")
-    identifier = bytes(data[4:8])
-    if identifier != SCHEMA.file_identifier:
-        raise InvalidModelError(
-            f"not a TFLite model: the file identifier is {identifier!r}, expected "
-            f"{SCHEMA.file_identifier!r} (is this a .tflite file?)"
-        )
+        raise InvalidModelError(f"{name} has only {size} bytes, too short for a TFLite model")
+    if bytes(data[4:8]) != SCHEMA.file_identifier:
+        raise InvalidModelError(identify(data, name))
     # First without memoization (cheaper): almost no file shares objects. If it does, read
     # again, keeping each object once and charging every further use of it.
     try:
@@ -618,17 +683,18 @@ def open_model(path: PathLike) -> Iterator[TFLiteModel]:
     >>> with open_model("model.tflite") as model:    # doctest: +SKIP
     ...     print(len(model.subgraphs))
     """
+    name = quote(os.fspath(path))
     try:
         handle = open(path, "rb")
     except IsADirectoryError:
-        raise InvalidModelError(f"{os.fspath(path)} is a directory, not a TFLite model") from None
+        raise InvalidModelError(f"{name} is a directory, not a TFLite model") from None
     with handle:
         size = os.fstat(handle.fileno()).st_size
         if size == 0:
-            raise InvalidModelError(f"{os.fspath(path)} is empty, not a TFLite model")
+            raise InvalidModelError(f"{name} is empty, not a TFLite model")
         mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
     try:
-        yield parse_model(mapping)
+        yield parse_model(mapping, name)
     finally:
         try:
             mapping.close()

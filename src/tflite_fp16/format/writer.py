@@ -55,6 +55,7 @@ __all__ = [
     "DeferredData",
     "WriteContext",
     "copy_file",
+    "planned_size",
     "serialize",
     "serialize_table",
     "to_bytes",
@@ -493,6 +494,14 @@ def _layout_for(model: TFLiteModel, layout: str) -> tuple[bytearray, list[tuple[
             f"flatbuffer can hold ({FLATBUFFER_LIMIT:,})"
         )
     return head, emitter.region, emitter.region_end, emitter.layout
+
+
+def planned_size(model: TFLiteModel, layout: str = "auto") -> tuple[int, str]:
+    """The size of the file :func:`write_model` would write, and its layout, without writing it
+    (nor making any deferred data)."""
+    head, region, region_size, chosen = _layout_for(model, layout)
+    tail = -region_size % ALIGNMENT + TAIL_PADDING if region else 0
+    return len(head) + region_size + tail + len(memoryview(model.trailing).cast("B")), chosen
 
 
 def serialize_table(root: Table) -> bytes:

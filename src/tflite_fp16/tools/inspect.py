@@ -21,7 +21,7 @@ from ..format.paths import existing_input
 from ..format.reader import open_model, parse_table
 from ..options import Options
 from ..schema import CONVERSION_SCHEMA
-from ..text import quote
+from ..text import printable, quote
 from ..version import __version__
 from ..work import gc_paused, thread_pool
 
@@ -47,7 +47,7 @@ def _operator_name(model: TFLiteModel, index: int) -> str:
 
 
 def _decode_metadata(name: str, data: bytes) -> Any:
-    """The value of a metadata entry of a known format, or None."""
+    """The value of a metadata entry of a known format, or its text when short and printable, or None."""
     if name in ("min_runtime_version", "reduced_precision_support"):
         return data.split(b"\0", 1)[0].decode("ascii", "replace")
     if name == "CONVERSION_METADATA":
@@ -67,7 +67,22 @@ def _decode_metadata(name: str, data: bytes) -> Any:
             value["optimization_modes"] = [_MODES.get(m, m) for m in options.ints("model_optimization_modes")]
             value["allow_custom_ops"] = options.get("allow_custom_ops")
         return value
-    return None
+    return _short_text(data)
+
+
+SHORT_VALUE = 64  # bytes: a metadata entry this short that is text is shown (litert-torch's flags, say)
+
+
+def _short_text(data: bytes) -> str | None:
+    """A short metadata value that is printable UTF-8 text (trailing zero bytes aside), else None."""
+    text = data.rstrip(b"\0")
+    if not text or len(text) > SHORT_VALUE:
+        return None
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return decoded if decoded.isprintable() else None
 
 
 def _appended(model: TFLiteModel) -> dict[str, Any]:
@@ -263,6 +278,7 @@ def render(info: dict[str, Any], width: int = 100) -> str:
     lines: list[str] = []
 
     def row(label: str, value: str) -> None:
+        value = printable(value)  # whatever came from the file and was not quoted: no control bytes
         for i, part in enumerate(textwrap.wrap(value, width - 23, break_on_hyphens=False) or [""]):
             lines.append(f"{label if i == 0 else '':<22} {part}")
 
@@ -316,7 +332,7 @@ def render(info: dict[str, Any], width: int = 100) -> str:
         elif "error" in value:
             shown = ": unreadable"
         else:
-            modes = ", ".join(value.get("optimization_modes", [])) or "no optimization"
+            modes = ", ".join(str(m) for m in value.get("optimization_modes", [])) or "no optimization"
             shown = f": TensorFlow {value.get('tensorflow_version')}, {value.get('model_type')}, {modes}"
         row("metadata", f"{quote(entry['name'])} ({entry['bytes']} bytes){shown}")
     features = info["features"]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Union
@@ -32,7 +32,17 @@ from typing import Any, NamedTuple, Union
 import numpy as np
 
 from ..conversion.metadata import MetadataChange, without_float16
-from ..format.model import DENSIFY, DEQUANTIZE, FLOAT16, FLOAT32, Table, TFLiteModel, detail_references, op_of
+from ..format.model import (
+    DENSIFY,
+    DEQUANTIZE,
+    FLOAT16,
+    FLOAT32,
+    TENSOR_TYPES,
+    Table,
+    TFLiteModel,
+    detail_references,
+    op_of,
+)
 from ..pipeline import BytesJob, FileJob
 from ..version import __version__
 
@@ -67,6 +77,7 @@ class WidenReport:
     layout: str | None = None
     seconds: float = 0.0
     metadata: tuple[MetadataChange, ...] = ()  # reduced_precision_support removed, CONVERSION_METADATA updated
+    versions_lowered: tuple[tuple[int, int, int], ...] = ()  # DEQUANTIZE codes: (index, version before, after)
 
     @property
     def unchanged(self) -> bool:
@@ -103,6 +114,10 @@ class WidenReport:
                 {"subgraph": s, "tensor": t, "name": n, "reason": why} for s, t, n, why in self.float16_kept
             ],
             "metadata": [c.to_dict() for c in self.metadata],
+            "operator_versions_lowered": [
+                {"operator_code": index, "before": before, "after": after}
+                for index, before, after in self.versions_lowered
+            ],
             "seconds": round(self.seconds, 6),
         }
 
@@ -129,20 +144,24 @@ def _decide(
     tensors = subgraph.tables("tensors")
     operators = subgraph.tables("operators")
     readers: dict[int, list[int]] = defaultdict(list)
-    writers: dict[int, int] = {}
+    writers: Counter[int] = Counter()
+    intermediates: set[int] = set()  # tensors an operator names as its intermediates (LSTM's, say)
     for o, op in enumerate(operators):
         for i in set(op.ints("inputs")):
             if i >= 0:
                 readers[i].append(o)
-        for i in op.ints("outputs"):
-            writers.setdefault(i, o)
+        writers.update(i for i in op.ints("outputs") if i >= 0)
+        intermediates.update(op.ints("intermediates"))
     boundary = set(subgraph.ints("inputs")) | set(subgraph.ints("outputs"))
     # Tensors another tensor's blockwise or multi-axis quantization names by index: they stay as they are.
     named = {index for tensor in tensors for _, index in detail_references(tensor)}
     edit = _SubgraphEdit()
 
     def is_dequantize_of(o: int, source: int) -> int | None:
-        """The FLOAT32 output of operator ``o`` if it is a DEQUANTIZE of ``source`` alone, else None."""
+        """The FLOAT32 output of operator ``o`` if it is a DEQUANTIZE of ``source`` alone whose output
+        only it writes, that is no subgraph input or output, variable (an LSTM state TensorFlow
+        initialises this way must stay written), intermediate or quantization detail: the one
+        output a constant can stand in for. Else None."""
         op = operators[o]
         if (
             ops_of_codes[op.get("opcode_index")] != DEQUANTIZE
@@ -154,13 +173,13 @@ def _decide(
         if (
             output < 0
             or tensors[output].get("type") != FLOAT32
+            or writers[output] != 1
             or output in boundary
             or output in named
+            or output in intermediates
             or tensors[output].get("is_variable")
         ):
-            return (
-                None  # a variable (an LSTM state TensorFlow initialises this way) must stay written by its DEQUANTIZE
-            )
+            return None
         return output
 
     for t, tensor in enumerate(tensors):
@@ -174,8 +193,8 @@ def _decide(
             why = "a subgraph input or output"
         elif t in named:
             why = "another tensor's blockwise or multi-axis quantization names it"
-        elif tensor.get("is_variable") or t in writers:
-            why = "a variable, or written by an operator"
+        elif tensor.get("is_variable") or t in writers or t in intermediates:
+            why = "a variable, written by an operator, or an operator's intermediate"
         elif not readers.get(t):
             why = "no operator reads it"
         if why:
@@ -196,8 +215,24 @@ def _decide(
             (dense,) = densify.ints("outputs")
             dense_readers = readers.get(dense, [])
             outputs = [is_dequantize_of(o, dense) for o in dense_readers]
-            if dense in boundary or len(dense_readers) != 1 or outputs[0] is None:
-                kept.append((s, t, name, "its DENSIFY output is not read by one DEQUANTIZE alone"))
+            if (
+                dense < 0
+                or dense in boundary
+                or writers[dense] != 1
+                or dense in intermediates
+                or dense in named
+                or len(dense_readers) != 1
+                or outputs[0] is None
+            ):
+                kept.append(
+                    (
+                        s,
+                        t,
+                        name,
+                        "its DENSIFY output is not a plain tensor read by one DEQUANTIZE alone (another "
+                        "writer or reader, an intermediate, a subgraph input or output)",
+                    )
+                )
                 continue
             edit.densify_output[only] = outputs[0]  # type: ignore[index]
             edit.removed_operators.add(dense_readers[0])
@@ -207,7 +242,13 @@ def _decide(
         outputs = [is_dequantize_of(o, t) for o in readers[t]]
         if any(output is None for output in outputs):
             kept.append(
-                (s, t, name, "read by something other than a DEQUANTIZE into a float32 tensor that is not a variable")
+                (
+                    s,
+                    t,
+                    name,
+                    "read by something other than a DEQUANTIZE into a float32 tensor only it writes "
+                    "(not a variable, an intermediate, a subgraph input or output)",
+                )
             )
             continue
         for o, output in zip(readers[t], outputs):
@@ -227,6 +268,7 @@ class Widened(NamedTuple):
     operator_codes_removed: int
     float16_kept: list[tuple[int, int, str, str]]  # (subgraph, tensor, name, why)
     metadata: tuple[MetadataChange, ...] = ()  # the float16 declarations undone
+    versions_lowered: tuple[tuple[int, int, int], ...] = ()  # (operator code, version before, after)
 
 
 def widen_model(model: TFLiteModel) -> Widened:
@@ -298,10 +340,12 @@ def widen_model(model: TFLiteModel) -> Widened:
             )
             for sg in subgraphs
         ]
+    kept_codes = [code for i, code in enumerate(codes) if i not in dropped]
+    kept_codes, lowered = _lowered_versions(kept_codes, subgraphs)
     root = model.root.replace(
         subgraphs=tuple(subgraphs),
         buffers=tuple(buffers),
-        operator_codes=tuple(code for i, code in enumerate(codes) if i not in dropped),
+        operator_codes=tuple(kept_codes),
     )
     maps = [_tensor_map(len(model.subgraphs[s].tables("tensors")), edits[s]) for s in range(len(edits))]
     signatures = model.root.tables("signature_defs")
@@ -318,7 +362,45 @@ def widen_model(model: TFLiteModel) -> Widened:
         len(dropped),
         kept,
         metadata,
+        tuple(lowered),
     )
+
+
+def _dequantize_version(tensor: Table) -> int:
+    """The DEQUANTIZE version an input of this type needs, by TensorFlow's rules (op_version.cc)."""
+    tensor_type = tensor.get("type")
+    if tensor_type == TENSOR_TYPES.get("INT4"):
+        return 6
+    if tensor_type in (FLOAT16, TENSOR_TYPES["INT16"]):
+        return 3
+    if tensor_type == TENSOR_TYPES["INT8"]:
+        quantization = tensor.fields.get("quantization")
+        per_channel = quantization is not None and len(quantization.fields.get("scale", ())) > 1
+        return 5 if per_channel else 2
+    return 1
+
+
+def _lowered_versions(codes: list[Table], subgraphs: list[Table]) -> tuple[list[Table], list[tuple[int, int, int]]]:
+    """The DEQUANTIZE codes at the version the DEQUANTIZE ops left need (a float16 rewrite raised a
+    shared code to 3 for its float16 inputs; once they are gone, the int8 ones need less), and
+    (code index, version before, after) of each code lowered. Never raised."""
+    needed: dict[int, int] = {}
+    for subgraph in subgraphs:
+        tensors = subgraph.tables("tensors")
+        for op in subgraph.tables("operators"):
+            index = op.get("opcode_index")
+            if op_of(codes[index]) != DEQUANTIZE:
+                continue
+            inputs = [i for i in op.ints("inputs") if i >= 0]
+            version = max((_dequantize_version(tensors[i]) for i in inputs), default=1)
+            needed[index] = max(needed.get(index, 1), version)
+    lowered = []
+    for index, version in needed.items():
+        current = codes[index].get("version")
+        if version < current:
+            codes[index] = codes[index].replace(version=version)
+            lowered.append((index, current, version))
+    return codes, sorted(lowered)
 
 
 def _tensor_map(count: int, edit: _SubgraphEdit) -> dict[int, int]:
@@ -452,4 +534,5 @@ def _report(
         layout,
         time.perf_counter() - start,
         result.metadata,
+        result.versions_lowered,
     )

@@ -52,3 +52,24 @@ def run(path: Path, resolver: str = "default", seed: int = 0) -> dict[str, np.nd
 def max_abs_error(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> float:
     assert reference.keys() == other.keys()
     return max(float(np.max(np.abs(reference[k].astype(np.float64) - other[k].astype(np.float64)))) for k in reference)
+
+
+def run_in_child(path: Path, resolver: str = "default", seed: int = 0) -> dict[str, np.ndarray]:
+    """:func:`run` in a child process, so that a model that crashes LiteRT ends that process, not the
+    tests; a crash is an AssertionError naming the signal."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        result = Path(folder) / "outputs.npz"
+        code = (
+            "import sys, numpy as np\n"
+            f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+            "import runtime\n"
+            f"np.savez({str(result)!r}, **runtime.run(__import__('pathlib').Path({str(path)!r}), {resolver!r}, {seed}))\n"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert done.returncode == 0, f"LiteRT failed on {path} (exit status {done.returncode}): {done.stderr[-500:]}"
+        with np.load(result) as arrays:
+            return {name: arrays[name] for name in arrays.files}

@@ -45,6 +45,7 @@ class Operator:
     options_type: int = FULLY_CONNECTED_OPTIONS  # the union type written with fused_activation
     large_custom_options: tuple[int, int] | None = None  # (offset, size) of custom options after the flatbuffer
     options_fields: Sequence[tuple[int, int]] | None = None  # (slot, int32 value) of the options table, of options_type
+    intermediates: Sequence[int] | None = None  # Operator.intermediates (as LSTM kernels name them)
 
 
 @dataclass
@@ -193,6 +194,7 @@ def _operator(builder: flatbuffers.Builder, op: Operator) -> int:
         builder.PrependBoolSlot(2, True, False)  # keep_num_dims
         options = builder.EndObject()
     custom = builder.CreateByteVector(op.custom_options) if op.custom_options is not None else None
+    intermediates = _int_vector(builder, op.intermediates) if op.intermediates is not None else None
     builder.StartObject(14)
     builder.PrependUint32Slot(0, op.opcode, 0)
     builder.PrependUOffsetTRelativeSlot(1, inputs, 0)
@@ -202,6 +204,8 @@ def _operator(builder: flatbuffers.Builder, op: Operator) -> int:
         builder.PrependUOffsetTRelativeSlot(4, options, 0)
     if custom is not None:
         builder.PrependUOffsetTRelativeSlot(5, custom, 0)
+    if intermediates is not None:
+        builder.PrependUOffsetTRelativeSlot(8, intermediates, 0)
     if op.large_custom_options is not None:
         builder.PrependUint64Slot(9, op.large_custom_options[0], 0)
         builder.PrependUint64Slot(10, op.large_custom_options[1], 0)

@@ -244,15 +244,17 @@ class _Durable:
         self.handle.flush()
 
 
-def pause_for_tests(point: str) -> None:
-    """A seam for the signal tests: with TFLITE_FP16_TEST_PAUSE=<point>:<flag file>, create the
-    flag file at ``point`` and wait (at most 60 s) until the test removes it."""
+def pause_for_tests(point: str, path: str = "") -> None:
+    """A seam for the signal tests: with TFLITE_FP16_TEST_PAUSE=<point>:<flag file>[:<part>],
+    write this process's id to the flag file at ``point`` (for an output whose ``path`` holds
+    ``part``, when given) and wait (at most 60 s) until the test removes it."""
     setting = os.environ.get("TFLITE_FP16_TEST_PAUSE", "")
-    wanted, _, flag = setting.partition(":")
-    if wanted != point or not flag:
+    wanted, _, rest = setting.partition(":")
+    flag, _, part = rest.partition(":")
+    if wanted != point or not flag or (part and part not in path):
         return
-    with open(flag, "w"):
-        pass
+    with open(flag, "w") as handle:
+        handle.write(str(os.getpid()))
     deadline = time.monotonic() + 60
     while os.path.exists(flag) and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -277,7 +279,7 @@ def atomic_write(
     try:
         try:
             with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
-                pause_for_tests("write")
+                pause_for_tests("write", target.path)
                 result = fill(_Durable(handle))  # type: ignore[arg-type]
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -288,7 +290,7 @@ def atomic_write(
             raise _fail(target.path, error.strerror or str(error), error) from None
         if before_commit is not None:
             before_commit(temporary)
-        pause_for_tests("commit")
+        pause_for_tests("commit", target.path)
         try:
             if commit_guard is None:
                 os.replace(temporary, target.final)

@@ -247,8 +247,8 @@ def run_batch(
             continue
         writers[key] = str(found)
         work.append((i, str(found), target))
-    bar = _progress(len(models), progress)
-    for result in results.values():
+    bar = _progress(len(models) + len(refused), progress)
+    for result in [*refused, *results.values()]:
         _report(result, on_result, bar)
     created = [] if in_place else _folders_for(t for _, _, t in work)
     try:
@@ -363,6 +363,7 @@ class _Worker:
         self.replies = replies
         self.job: tuple[int, str, str] | None = None
         self.committing = False  # told it may commit, not yet told it did
+        self.temporaries: set[str] = set()  # its temporary files: removed if it dies without cleaning up
 
 
 class _Pool:
@@ -446,7 +447,10 @@ class _Pool:
                 finished.extend(self._died(worker))
                 continue
             kind = message[0]
-            if kind == "commit?":
+            if kind == "temp":
+                _, event, path = message
+                (worker.temporaries.add if event == "created" else worker.temporaries.discard)(path)
+            elif kind == "commit?":
                 allowed = not stopping
                 worker.committing = allowed
                 worker.requests.send(allowed)
@@ -464,6 +468,11 @@ class _Pool:
         self.workers.remove(worker)
         worker.requests.close()
         worker.replies.close()
+        for path in worker.temporaries:  # a worker killed by SIGKILL could not remove its own
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
         if worker.job is None:
             return []
         i, source, target = worker.job
@@ -563,6 +572,7 @@ def _worker(argv: list[str]) -> None:
         replies.send(("committed",))
 
     paths.commit_guard = guard
+    paths.temp_listeners.append(lambda event, path: replies.send(("temp", event, path)))
     while True:
         try:
             _, function, source, target, arguments = requests.recv()

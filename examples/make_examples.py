@@ -12,6 +12,8 @@
 * ``filterbank.tflite``: two nearly equal "filter banks" whose difference is the signal,
   then a dense layer: float16 rounding of the banks is amplified (``--auto`` finds them).
 * ``filterbank_calibration.npz``: two samples of its input ``signal`` (shape (2, 1, 16)).
+* ``small_cnn_inputs.npz``: four 32 x 32 RGB images in [0, 1] for ``small_cnn.tflite``'s
+  input ``keras_tensor`` (shape (4, 1, 32, 32, 3)).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ def main() -> None:
         HERE / "filterbank_calibration.npz",
         signal=np.random.default_rng(1).standard_normal((2, 1, 16)).astype(np.float32),
     )
+    images = np.random.default_rng(2).random((4, 1, 32, 32, 3)).astype(np.float32)
+    np.savez(HERE / "small_cnn_inputs.npz", keras_tensor=images)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def test_search_keeps_the_amplified_constants_and_passes_held_out_inputs(bank: P
     rewrite(bank, tmp_path / "plain.tflite")
     assert verify(bank, tmp_path / "plain.tflite", inputs=calibration).worst_rel_l2_error > 0.01
     report = rewrite(bank, out, auto=True, tolerance=1e-3, inputs=calibration)
-    assert {k.tensor.name: k.reason for k in report.kept} == {"bank/a": "tolerance", "bank/b": "tolerance"}
+    assert {k.name: k.reason for k in report.kept} == {"bank/a": "tolerance", "bank/b": "tolerance"}
     assert {c.name for c in report.converted} == {"dense/weights", "dense/bias"}
     search = report.search
     assert {t.name for c in search.chosen for t in c.tensors} == {"bank/a", "bank/b"}
@@ -104,9 +104,9 @@ def test_the_written_file_is_the_searched_one_when_a_name_is_part_of_a_fused_nam
     tensors[6].name = "bank/a;dense/weights"  # a fused name that has the searched tensor's name as a part
     source, out = tmp_path / "fused.tflite", tmp_path / "out.tflite"
     source.write_bytes(tb.build(model))
-    assert {k.tensor.name for k in rewrite(source, None, keep=["bank/a"]).kept} == {"bank/a", "bank/a;dense/weights"}
+    assert {k.name for k in rewrite(source, None, keep=["bank/a"]).kept} == {"bank/a", "bank/a;dense/weights"}
     report = rewrite(source, out, auto=True, tolerance=1e-3)
-    assert {k.tensor.name for k in report.kept} == {"bank/a", "bank/b"}
+    assert {k.name for k in report.kept} == {"bank/a", "bank/b"}
     assert "bank/a;dense/weights" in {c.name for c in report.converted}
     assert sha256(out) == report.search.sha256 and report.verification.passed
 

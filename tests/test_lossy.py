@@ -34,7 +34,7 @@ def test_default_keeps_the_clamp_and_the_epsilon_and_computes_what_float32_compu
 ) -> None:
     out = tmp_path / "out.tflite"
     report = rewrite(frontend, out)
-    kept = {k.tensor.name: k for k in report.kept}
+    kept = {k.name: k for k in report.kept}
     assert set(kept) == {"frontend/clamp_max", "frontend/log_epsilon"}
     assert all(k.reason == "lossy" for k in kept.values())
     assert "+inf" in kept["frontend/clamp_max"].detail and "65504" in kept["frontend/clamp_max"].detail

@@ -51,7 +51,7 @@ def test_external_buffer_tensor_is_kept_and_every_external_field_carried(tmp_pat
     source, out, report = convert(tmp_path, tb.external_buffer_model())
     assert [c.name for c in report.converted] == ["c"]
     (kept,) = report.kept
-    assert kept.tensor.name == "external/e" and kept.reason == "external" and "external buffer 7" in kept.detail
+    assert kept.name == "external/e" and kept.reason == "external" and "external buffer 7" in kept.detail
     assert kept.elements == 4
     before, after = unpack(source), unpack(out)
     assert after.subgraphs[0].tensors[1].externalBuffer == 7 and after.subgraphs[0].tensors[1].type == tb.FLOAT32
@@ -90,7 +90,7 @@ def test_external_float16_tensor_is_not_widened(tmp_path: Path) -> None:
 def test_blockwise_quantized_model_converts_its_float_constants_and_runs(tmp_path: Path, weight_type: int) -> None:
     source, out, report = convert(tmp_path, tb.blockwise_fc_model(weight_type=weight_type))
     assert [c.name for c in report.converted] == ["scale/c"]
-    assert {k.tensor.name: k.reason for k in report.kept} == {"fc/bias": "hybrid_operator"}
+    assert {k.name: k.reason for k in report.kept} == {"fc/bias": "hybrid_operator"}
     before, after = unpack(source), unpack(out)
     weights_before, weights_after = before.subgraphs[0].tensors[1], after.subgraphs[0].tensors[1]
     assert weights_after.type == weight_type
@@ -115,7 +115,7 @@ def test_tensor_named_by_quantization_details_stays_as_it_is(tmp_path: Path) -> 
     """Float32 scales that an operator also reads: TensorFlow's rule would convert them, and the
     blockwise quantization would then name a float16 tensor. Kept, with the reason."""
     source, out, report = convert(tmp_path, tb.blockwise_fc_model(scale_type=tb.FLOAT32, scales_also_read=True))
-    kept = {k.tensor.name: (k.reason, k.detail) for k in report.kept}
+    kept = {k.name: (k.reason, k.detail) for k in report.kept}
     assert kept["fc/scales"][0] == "quantization_detail"
     assert "scales of tensor 1's BlockwiseQuantization" in kept["fc/scales"][1]
     after = unpack(out)

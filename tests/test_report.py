@@ -262,7 +262,7 @@ def test_every_reason_code_on_one_model(tmp_path: Path) -> None:
     path = tmp_path / "reasons.tflite"
     path.write_bytes(tb.build(model))
     report = rewrite(path, None, keep=["kept_by_*"], skip_ops=["MUL"], min_elements=2)
-    reasons = {k.tensor.name: k.reason for k in report.kept}
+    reasons = {k.name: k.reason for k in report.kept}
     assert reasons == {
         "out_const": "subgraph_output",
         "in_const": "subgraph_input",
@@ -279,18 +279,18 @@ def test_every_reason_code_on_one_model(tmp_path: Path) -> None:
     }
     # The exact forms of keep: by (subgraph, tensor), and a keep file's name with its shape and data.
     by_id = rewrite(path, None, keep=["kept_by_*"], skip_ops=["MUL"], min_elements=2, keep_tensors=[(0, i["ordinary"])])
-    assert {k.tensor.name: k.reason for k in by_id.kept}["ordinary"] == "keep_tensor"
+    assert {k.name: k.reason for k in by_id.kept}["ordinary"] == "keep_tensor"
     keep = tmp_path / "keep.txt"
     digest = content_digest(np.array([0.5, 0.25, 2, 3], "<f4"))
     keep.write_text(render_keep_file([KeepEntry("exact", "ordinary", (4,), digest)]))
     by_name = rewrite(path, None, keep=["kept_by_*"], skip_ops=["MUL"], min_elements=2, keep_from=keep)
-    assert {k.tensor.name: k.reason for k in by_name.kept}["ordinary"] == "keep_name"
+    assert {k.name: k.reason for k in by_name.kept}["ordinary"] == "keep_name"
     # lossy: below; tolerance: test_auto.py; external and quantization_detail: test_newest_schema.py
     found = set(reasons.values()) | {"keep_tensor", "keep_name"}
     assert found | {"lossy", "tolerance", "external", "quantization_detail"} == set(REASONS)
     assert [c.name for c in report.converted] == ["ordinary"]
     # The option reasons come before the lossy check: without min_elements, 'epsilon' is lossy.
     report = rewrite(path, None, keep=["kept_by_*"], skip_ops=["MUL"])
-    assert {k.tensor.name: k.reason for k in report.kept}["epsilon"] == "lossy"
+    assert {k.name: k.reason for k in report.kept}["epsilon"] == "lossy"
     assert [c.name for c in report.converted] == ["tiny", "ordinary"]
     assert all(k.detail for k in report.kept)

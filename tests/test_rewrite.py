@@ -260,7 +260,7 @@ def test_hybrid_operator_inputs_stay_float32(tmp_path: Path) -> None:
     )
     report, source, target = convert(tmp_path, model)
     assert [t.name for t in report.plan.tensors] == ["c"]
-    assert [(k.tensor.name, k.reason) for k in report.kept] == [("b", "hybrid_operator")]
+    assert [(k.name, k.reason) for k in report.kept] == [("b", "hybrid_operator")]
     assert "hybrid operator 0 (FULLY_CONNECTED)" in report.kept[0].detail
     assert_same_outputs(source, target)
 

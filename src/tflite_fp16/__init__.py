@@ -1,12 +1,14 @@
 """tflite-fp16: rewrite a float32 TensorFlow Lite model as float16, without TensorFlow.
 
 >>> from tflite_fp16 import rewrite
->>> report = rewrite("model.tflite", "model_fp16.tflite")   # doctest: +SKIP
->>> print(report.summary())                                  # doctest: +SKIP
+>>> report = rewrite("examples/small_cnn.tflite", "small_cnn_fp16.tflite")   # doctest: +SKIP
+>>> print(report.summary())                                                  # doctest: +SKIP
+10 tensors converted to float16; 20,520 -> 15,024 bytes (73.2%)
 
 The public names are loaded on first use, so that ``import tflite_fp16`` (and
-the command's start-up) stays light; ``verify`` loads LiteRT (the
-``[verify]`` extra) only when it is called.
+the command's start-up) stays light; ``verify`` runs LiteRT (the ``[verify]``
+extra) in a child process, only when it is called. Type checkers see every
+name with its real signature.
 """
 
 from __future__ import annotations
@@ -23,20 +25,26 @@ from .errors import (
     MissingDependencyError,
     OutputError,
     RewriteError,
+    Tflite16Warning,
     UnsupportedModelError,
     VerificationError,
 )
 from .version import __version__ as __version__
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import check_many, plan_file, rewrite, rewrite_bytes, rewrite_many
+    from .api import check_many, plan_bytes, plan_file, rewrite, rewrite_bytes, rewrite_many
     from .conversion.plan import KeptTensor, Plan
-    from .options import Options
+    from .options import Options, OptionsArguments
     from .report import ConvertedTensor, Report
-    from .tools.inspect import inspect_file
-    from .tools.widen import widen, widen_bytes
+    from .tools.auto import SearchResult
+    from .tools.batch import BatchResult, CheckResult
+    from .tools.inspect import inspect_bytes, inspect_file
+    from .tools.widen import WidenReport, widen, widen_bytes
+    from .verification import VerifyReport, verify
 
 __all__ = [
+    "BatchResult",
+    "CheckResult",
     "ConvertedTensor",
     "InputChangedError",
     "InputNotFoundError",
@@ -46,14 +54,21 @@ __all__ = [
     "LossyModelError",
     "MissingDependencyError",
     "Options",
+    "OptionsArguments",
     "OutputError",
     "Plan",
     "Report",
     "RewriteError",
+    "SearchResult",
+    "Tflite16Warning",
     "UnsupportedModelError",
     "VerificationError",
+    "VerifyReport",
+    "WidenReport",
     "check_many",
+    "inspect_bytes",
     "inspect_file",
+    "plan_bytes",
     "plan_file",
     "rewrite",
     "rewrite_bytes",
@@ -66,16 +81,25 @@ _LAZY = {
     "rewrite": "api",
     "rewrite_bytes": "api",
     "plan_file": "api",
+    "plan_bytes": "api",
+    "inspect_bytes": "tools.inspect",
     "rewrite_many": "api",
     "check_many": "api",
     "Report": "report",
     "ConvertedTensor": "report",
     "Options": "options",
+    "OptionsArguments": "options",
     "Plan": "conversion.plan",
     "KeptTensor": "conversion.plan",
+    "SearchResult": "tools.auto",
+    "BatchResult": "tools.batch",
+    "CheckResult": "tools.batch",
     "widen": "tools.widen",
     "widen_bytes": "tools.widen",
+    "WidenReport": "tools.widen",
     "inspect_file": "tools.inspect",
+    "verify": "verification",
+    "VerifyReport": "verification",
 }
 
 
@@ -88,13 +112,5 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def __dir__() -> list:  # type: ignore[type-arg]
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
-
-
-def verify(*args: Any, **kwargs: Any) -> Any:
-    """Run the original and the converted model in LiteRT and compare their outputs;
-    see :func:`tflite_fp16.verification.verify` (imported on first use)."""
-    from .verification import verify as _verify
-
-    return _verify(*args, **kwargs)

@@ -438,6 +438,11 @@ def main(argv: list[str] | None = None) -> int:
     verification failed, 4 --check found a constant to convert, 128 + N stopped by signal N).
     Nothing escapes: a bug prints the internal-error line (the traceback too with -v)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
+    import warnings
+
+    from .errors import Tflite16Warning
+
+    warnings.simplefilter("ignore", Tflite16Warning)  # the command prints the report's warnings itself
     try:
         return _main(arguments)
     except KeyboardInterrupt as interrupt:
@@ -814,6 +819,8 @@ def _decisions(result: Any) -> str:
 
 
 def _batch(args: argparse.Namespace, options: Options) -> int:
+    import dataclasses
+
     from .api import rewrite_many
 
     human: TextIO = sys.stderr if args.json == STDIN else sys.stdout
@@ -835,8 +842,7 @@ def _batch(args: argparse.Namespace, options: Options) -> int:
             in_place=args.in_place,
             jobs=args.jobs,
             to=args.to,
-            options=options,
-            progress=not args.quiet and args.json != STDIN,
+            options=dataclasses.replace(options, progress=not args.quiet and args.json != STDIN),
             on_result=on_result,
         )
     except (OutputError, ValueError, TypeError) as error:

@@ -13,6 +13,7 @@ __all__ = [
     "MissingDependencyError",
     "OutputError",
     "RewriteError",
+    "Tflite16Warning",
     "UnsupportedModelError",
     "VerificationError",
 ]
@@ -32,7 +33,7 @@ class UnsupportedModelError(RewriteError):
     without losing something; the message says what."""
 
 
-class LossyModelError(RewriteError):
+class LossyModelError(RewriteError, ValueError):
     """``lossy="error"``: some float32 constants cannot be stored as float16
     faithfully; the message names each one and why."""
 
@@ -52,7 +53,7 @@ class VerificationError(RewriteError):
         return (type(self), (str(self), self.report, self.search))
 
 
-class MissingDependencyError(RewriteError):
+class MissingDependencyError(RewriteError, ImportError):
     """An optional dependency is not installed; the message says how to install it."""
 
 
@@ -72,3 +73,10 @@ class InputChangedError(RewriteError):
 class OutputError(RewriteError, OSError):
     """The output cannot be written: a missing or read-only directory, a directory or a
     non-regular file in its place, a full disk. The message names the user's path."""
+
+
+class Tflite16Warning(UserWarning):
+    """What a conversion warns about (an option that matched nothing, a lossy constant converted,
+    a keep-file entry that kept nothing), issued through :mod:`warnings` as well as listed in
+    ``report.warnings``, so that a pipeline can turn them into errors
+    (``warnings.simplefilter("error", Tflite16Warning)``)."""

@@ -14,7 +14,7 @@ import math
 import os
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from .keepfile import KeepEntry, read_keep_file
 
@@ -30,6 +30,7 @@ __all__ = [
     "Lossy",
     "Metric",
     "Options",
+    "OptionsArguments",
 ]
 
 Lossy = Literal["keep", "convert", "error"]
@@ -120,7 +121,7 @@ class Options:
 
     keep: Sequence[str] = ()
     keep_tensors: Collection[tuple[int, int]] = frozenset()
-    skip_ops: tuple[str, ...] = ()
+    skip_ops: Sequence[str] = ()
     min_elements: int = 0
     custom_op_inputs: bool = False
     lossy: Lossy = "keep"
@@ -134,12 +135,12 @@ class Options:
     metric: Metric = "rel_l2"
     shapes: Mapping[str, Sequence[int]] = field(default_factory=dict, hash=False)
     layers: bool = False
-    plot: str | None = None
+    plot: str | os.PathLike[str] | None = None
     check: Callable[..., bool] | None = field(default=None, compare=False)
     verify_timeout: float = DEFAULT_VERIFY_TIMEOUT
     auto: bool = False
-    keep_from: str | None = None
-    save_keep: str | None = None
+    keep_from: str | os.PathLike[str] | None = None
+    save_keep: str | os.PathLike[str] | None = None
     # The exact entries of the keep file (its patterns join ``keep``); read from ``keep_from``.
     keep_names: tuple[KeepEntry, ...] = field(default=(), init=False)
     progress: bool | Literal["lines"] = False
@@ -153,6 +154,8 @@ class Options:
             entries = read_keep_file(self.keep_from)
             keep = keep + tuple(e.text for e in entries if e.kind == "pattern")
             names = tuple(e for e in entries if e.kind == "exact")
+        if self.save_keep is not None:
+            set_(self, "save_keep", os.fspath(self.save_keep))
         set_(self, "keep", tuple(dict.fromkeys(keep)))
         set_(self, "keep_names", names)
         set_(self, "keep_tensors", _tensor_ids(self.keep_tensors))
@@ -206,6 +209,36 @@ class Options:
             raise TypeError(f"unknown option {', '.join(unknown)}; the options are: {', '.join(sorted(known))}")
         base = options if options is not None else cls()
         return dataclasses.replace(base, **overrides) if overrides else base
+
+
+class OptionsArguments(TypedDict, total=False):
+    """The keyword arguments :func:`~tflite_fp16.rewrite`, :func:`~tflite_fp16.rewrite_bytes` and
+    :func:`~tflite_fp16.plan_file` take: the fields of :class:`Options`, typed, so that a type
+    checker catches a misspelled option."""
+
+    keep: Sequence[str]
+    keep_tensors: Collection[tuple[int, int]]
+    skip_ops: Sequence[str]
+    min_elements: int
+    custom_op_inputs: bool
+    lossy: Lossy
+    max_cast_error: float
+    layout: Layout
+    fp16_compute: bool
+    verify: bool
+    inputs: Inputs
+    tolerance: float
+    probes: bool | None
+    metric: Metric
+    shapes: Mapping[str, Sequence[int]]
+    layers: bool
+    plot: str | os.PathLike[str] | None
+    check: Callable[..., bool] | None
+    verify_timeout: float
+    auto: bool
+    keep_from: str | os.PathLike[str] | None
+    save_keep: str | os.PathLike[str] | None
+    progress: bool | Literal["lines"]
 
 
 def _tensor_ids(value: Any) -> frozenset[tuple[int, int]]:

@@ -49,6 +49,7 @@ __all__ = [
     "convert_file",
     "float16_casts",
     "judged",
+    "plan_of_bytes",
     "plan_of_file",
     "verification_of",
     "verifier_for",
@@ -251,6 +252,12 @@ def _dry_run(model: TFLiteModel, plan: Plan, layout: str, executor: Executor) ->
 def plan_of_file(path_in: PathLike, options: Options) -> Plan:
     """The plan of the model at ``path_in``."""
     with gc_paused(), open_model(existing_input(path_in)) as model, thread_pool() as executor:
+        return make_plan(model, options, executor)
+
+
+def plan_of_bytes(data: BytesLike, options: Options) -> Plan:
+    """The plan of the model held in ``data``."""
+    with BytesJob(data).model() as model, thread_pool() as executor:
         return make_plan(model, options, executor)
 
 

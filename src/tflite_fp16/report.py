@@ -230,10 +230,10 @@ def _converted(entry: ConvertedTensor) -> dict[str, Any]:
 
 def _kept(entry: KeptTensor) -> dict[str, Any]:
     return {
-        "subgraph": entry.tensor.subgraph,
-        "tensor": entry.tensor.tensor,
-        "name": entry.tensor.name,
-        "shape": list(entry.tensor.shape),
+        "subgraph": entry.subgraph,
+        "tensor": entry.tensor,
+        "name": entry.name,
+        "shape": list(entry.shape),
         "elements": entry.elements,
         "reason": entry.reason,
         "detail": entry.detail,
@@ -322,9 +322,9 @@ def converted_line(entry: ConvertedTensor, dry_run: bool = False) -> str:
 
 
 def kept_line(entry: KeptTensor) -> str:
-    ref = entry.tensor
     return (
-        f"  kept float32 subgraph {ref.subgraph} tensor {ref.tensor} {quote(ref.name)} ({entry.reason}): {entry.detail}"
+        f"  kept float32 subgraph {entry.subgraph} tensor {entry.tensor} {quote(entry.name)} ({entry.reason}): "
+        f"{entry.detail}"
     )
 
 

@@ -131,13 +131,21 @@ class BufferConversion(NamedTuple):
 
 
 class KeptTensor(NamedTuple):
-    """A FLOAT32 constant that stays FLOAT32: the reason code (:data:`REASONS`) and a sentence."""
+    """A FLOAT32 constant that stays FLOAT32: the reason code (:data:`REASONS`) and a sentence. Its
+    first fields are those of :class:`~tflite_fp16.report.ConvertedTensor`."""
 
-    tensor: TensorRef
+    subgraph: int
+    tensor: int  # its index in the subgraph
+    name: str
+    shape: tuple[int, ...]
     buffer: int
     elements: int
     reason: str
     detail: str
+
+    @property
+    def ref(self) -> TensorRef:
+        return TensorRef(self.subgraph, self.tensor, self.name, self.shape)
 
 
 @dataclass(frozen=True)
@@ -214,7 +222,7 @@ class Plan:
             lines.append(f"  convert {names}: {c.elements} values into {where}{extra}{lossy}")
         for k in self.kept:
             lines.append(
-                f"  keep subgraph {k.tensor.subgraph} tensor {k.tensor.tensor} {quote(k.tensor.name)} float32 ({k.reason}): {k.detail}"
+                f"  keep subgraph {k.subgraph} tensor {k.tensor} {quote(k.name)} float32 ({k.reason}): {k.detail}"
             )
         if self.conversions:
             if self.dequantize_opcode is None:
@@ -385,7 +393,7 @@ class _Subgraph:
 class _SkipOps:
     """The operators of ``Options.skip_ops``: builtin codes and custom names."""
 
-    def __init__(self, names: tuple[str, ...]) -> None:
+    def __init__(self, names: Sequence[str]) -> None:
         self.builtins = {BUILTIN_OPS[n]: n for n in names if not n.startswith("CUSTOM:")}
         self.customs = {n[len("CUSTOM:") :]: n for n in names if n.startswith("CUSTOM:")}
 
@@ -450,7 +458,7 @@ def make_plan(model: TFLiteModel, options: Options | None = None, executor: Exec
                 elements = math.prod(max(0, d) for d in ref.shape)
                 kept.append(
                     KeptTensor(
-                        ref, b, elements, "external", f"its data lives in external buffer {external}, outside the file"
+                        *ref, b, elements, "external", f"its data lives in external buffer {external}, outside the file"
                     )
                 )
                 if data.size:
@@ -458,7 +466,7 @@ def make_plan(model: TFLiteModel, options: Options | None = None, executor: Exec
                 continue
             found = subgraph.keep_reason(t, name)
             if found is not None:
-                kept.append(KeptTensor(ref, b, data.size // 4, *found))
+                kept.append(KeptTensor(*ref, b, data.size // 4, *found))
                 kept_readers[b].append(f"float32 tensor {t} of subgraph {s}")
                 continue
             _check_size(ref, tensor, b, data.size)
@@ -478,7 +486,7 @@ def make_plan(model: TFLiteModel, options: Options | None = None, executor: Exec
         refs = candidates[b]
         if b in lossy and options.lossy == "keep":
             for ref in refs:
-                kept.append(KeptTensor(ref, b, stats[b].elements, "lossy", lossy[b]))
+                kept.append(KeptTensor(*ref, b, stats[b].elements, "lossy", lossy[b]))
             continue
         conversions.append(
             BufferConversion(
@@ -493,7 +501,7 @@ def make_plan(model: TFLiteModel, options: Options | None = None, executor: Exec
         )
         if sparse_refs:
             sparse.extend(ref for ref in refs if ref in sparse_refs)
-    kept.sort(key=lambda k: (k.tensor.subgraph, k.tensor.tensor))
+    kept.sort(key=lambda k: (k.subgraph, k.tensor))
 
     warnings = [f"keep pattern {quote(p)} matches no float32 constant" for p in options.keep if p in unused_patterns]
     warnings.extend(name_warnings)

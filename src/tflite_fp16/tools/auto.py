@@ -268,7 +268,7 @@ def relabel(plan: Plan, result: SearchResult) -> Plan:
     chosen: dict[tuple[int, int], SearchChoice] = {(t.subgraph, t.tensor): c for c in result.chosen for t in c.tensors}
     kept: list[KeptTensor] = []
     for entry in plan.kept:
-        choice = chosen.get((entry.tensor.subgraph, entry.tensor.tensor))
+        choice = chosen.get((entry.subgraph, entry.tensor))
         if choice is not None and entry.reason == "keep_tensor":
             detail = f"kept float32 to meet tolerance {result.tolerance:g} ({result.metric}) on the {result.judged_on}"
             if choice.harm > 0:

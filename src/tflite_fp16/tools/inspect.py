@@ -18,14 +18,14 @@ from ..conversion.plan import make_plan
 from ..errors import RewriteError
 from ..format.model import BUILTIN_OPS, DEQUANTIZE, FLOAT16, OP_NAMES, TYPE_NAMES, Table, TFLiteModel, op_of
 from ..format.paths import existing_input
-from ..format.reader import open_model, parse_table
+from ..format.reader import open_model, parse_model, parse_table
 from ..options import Options
 from ..schema import CONVERSION_SCHEMA
 from ..text import printable, quote
 from ..version import __version__
 from ..work import gc_paused, thread_pool
 
-__all__ = ["inspect_file", "inspect_model", "render"]
+__all__ = ["inspect_bytes", "inspect_file", "inspect_model", "render"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 _CUSTOM = BUILTIN_OPS["CUSTOM"]
@@ -249,6 +249,17 @@ def inspect_model(model: TFLiteModel, size: int, options: Options | None = None)
     except RewriteError as error:
         info["rewrite"] = {"error": str(error)}
     return info
+
+
+def inspect_bytes(data: bytes | bytearray | memoryview, options: Options | None = None) -> dict[str, Any]:
+    """:func:`inspect_file` for a model held in memory (``file`` is ``"<bytes>"``)."""
+    view = memoryview(data)
+    if not view.c_contiguous:
+        view = memoryview(view.tobytes())
+    view = view.cast("B")
+    with gc_paused():
+        info = inspect_model(parse_model(view), len(view), options)
+    return {"tool": "tflite-fp16", "version": __version__, "file": "<bytes>", **info}
 
 
 def inspect_file(path: PathLike, options: Options | None = None) -> dict[str, Any]:

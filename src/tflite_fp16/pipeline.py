@@ -94,7 +94,12 @@ class FileJob:
     def model(self) -> Iterator[TFLiteModel]:
         """The input, memory-mapped, with the cyclic garbage collector paused."""
         with gc_paused(), open_model(self.path_in) as model:
-            yield model
+            try:
+                yield model
+            finally:
+                # Without this reference the model goes when the caller lets go of it, before the
+                # mapping closes and the collector resumes (which would otherwise scan it all).
+                del model
 
     def commit(self, model: TFLiteModel | None, layout: str, verify: Verify | None = None) -> Committed:
         """Write ``model`` (None: the input's bytes) to the output, checked before it replaces anything:
@@ -252,13 +257,17 @@ def _dry_run(model: TFLiteModel, plan: Plan, layout: str, executor: Executor) ->
 def plan_of_file(path_in: PathLike, options: Options) -> Plan:
     """The plan of the model at ``path_in``."""
     with gc_paused(), open_model(existing_input(path_in)) as model, thread_pool() as executor:
-        return make_plan(model, options, executor)
+        plan = make_plan(model, options, executor)
+        del model  # before the collector resumes (see FileJob.model)
+    return plan
 
 
 def plan_of_bytes(data: BytesLike, options: Options) -> Plan:
     """The plan of the model held in ``data``."""
     with BytesJob(data).model() as model, thread_pool() as executor:
-        return make_plan(model, options, executor)
+        plan = make_plan(model, options, executor)
+        del model  # before the collector resumes (see FileJob.model)
+    return plan
 
 
 def convert_file(
@@ -273,6 +282,7 @@ def convert_file(
         plan = make_plan(model, options, executor)
         if path_out is None:
             stats, added, size = _dry_run(model, plan, options.layout, executor)
+            del model  # before the collector resumes (see FileJob.model)
             report = Report(
                 os.fspath(job.path_in),
                 None,
@@ -320,6 +330,8 @@ def convert_bytes(data: BytesLike, options: Options, verify: Verify | None = Non
         if plan.conversions:
             converted, casts, added = build(model, plan)
         output, committed = job.commit(converted, options.layout, verify or verification_of(verifier, options))
+        stats = _stats(casts)
+        del model, converted, casts  # before the collector resumes (see FileJob.model)
     report = Report(
         "<bytes>",
         "<bytes>",
@@ -328,7 +340,7 @@ def convert_bytes(data: BytesLike, options: Options, verify: Verify | None = Non
         committed.layout,
         plan,
         options,
-        _stats(casts),
+        stats,
         added,
         time.perf_counter() - start,
         committed.verification,

@@ -176,13 +176,22 @@ class CastResult(NamedTuple):
     stats: CastStats
 
 
+_FLOAT32 = np.dtype("<f4")
+_BYTES = np.dtype(np.uint8)
+
+
 def _as_float32(values: np.ndarray) -> np.ndarray:
+    if type(values) is np.ndarray and values.ndim == 1:  # buffer data: the common case, called per constant
+        if values.dtype == _BYTES:
+            return values.view(_FLOAT32)
+        if values.dtype == _FLOAT32:
+            return values
     source = np.asarray(values).reshape(-1)
-    if source.dtype == np.dtype("<f4"):
+    if source.dtype == _FLOAT32:
         return source
-    if source.dtype == np.uint8:
-        return source.view("<f4")
-    return source.astype("<f4")
+    if source.dtype == _BYTES:
+        return source.view(_FLOAT32)
+    return source.astype(_FLOAT32)
 
 
 # ---------------------------------------------------------------- value statistics

@@ -73,7 +73,39 @@ _U64 = struct.Struct("<Q")
 _CODES = {name: fmt[1] for name, (fmt, _) in SCALAR_FORMATS.items()}
 _SIZES = {name: size for name, (_, size) in SCALAR_FORMATS.items()}
 _ZEROS = bytes(16)
+_COALESCE_BYTES = 1 << 16  # writes smaller than this are gathered into one
 _VECTORS: dict[tuple[int, str], struct.Struct] = {}
+
+
+def _scalar_vector_writer(scalar_type: str) -> Callable[[bytearray, Any], int]:
+    """A writer of vectors of ``scalar_type`` (shapes, operator inputs: many small ones): the
+    length, then the values, aligned; returns where the vector starts."""
+    size = _SIZES[scalar_type]
+    alignment = size if size > 4 else 4
+    code = _CODES[scalar_type]
+    dtype = NUMPY_DTYPES[scalar_type]
+    small = [struct.Struct(f"<I{n}{code}") for n in range(65)]  # a struct per length up to 64
+
+    def write(out: bytearray, value: Any) -> int:
+        pad = -(len(out) + 4) % alignment
+        if pad:
+            out += _ZEROS[:pad]
+        at = len(out)
+        if isinstance(value, np.ndarray):
+            array = np.ascontiguousarray(value, dtype=dtype).reshape(-1)
+            out += _U32.pack(array.size)
+            out += array.tobytes()
+        elif len(value) <= 64:
+            out += small[len(value)].pack(len(value), *value)
+        else:
+            out += _U32.pack(len(value))
+            out += struct.pack(f"<{len(value)}{code}", *value)
+        return at
+
+    return write
+
+
+_SCALAR_VECTOR_WRITERS = {name: _scalar_vector_writer(name) for name in SCALAR_FORMATS}
 _OFFSET_KINDS = ("string", "table", "vector_scalar", "vector_string", "vector_table", "union")
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -157,7 +189,7 @@ _REFERENCE_WRITERS = {
     "table": "emitter.table({value})",
     "union": "emitter.table({value})",
     "string": "emitter.string({value})",
-    "vector_scalar": "emitter.vector({value}, {type!r})",
+    "vector_scalar": "SCALARS[{type!r}](out, {value})",
     "vector_table": "emitter.tables({value})",
     "vector_string": "emitter.strings({value})",
 }
@@ -219,6 +251,7 @@ def _compile(template: _Template, linking: bool = False) -> Emit:
         "PACK": template.packer.pack,
         "ZEROS": _ZEROS,
         "U32_INTO": _U32.pack_into,
+        "SCALARS": _SCALAR_VECTOR_WRITERS,
     }
     exec("\n".join(lines), namespace)
     return namespace["emit"]  # type: ignore[no-any-return]
@@ -308,25 +341,7 @@ class _Emitter:
         return at
 
     def vector(self, value: Any, scalar_type: str) -> int:
-        out = self.out
-        size = _SIZES[scalar_type]
-        pad = -(len(out) + 4) % (size if size > 4 else 4)
-        if pad:
-            out += _ZEROS[:pad]
-        at = len(out)
-        if isinstance(value, np.ndarray):
-            array = np.ascontiguousarray(value, dtype=NUMPY_DTYPES[scalar_type]).reshape(-1)
-            out += _U32.pack(array.size)
-            out += array.tobytes()
-            return at
-        key = (len(value), scalar_type)
-        packer = _VECTORS.get(key)
-        if packer is None:
-            packer = struct.Struct(f"<I{len(value)}{_CODES[scalar_type]}")
-            if len(value) <= 64:  # shapes, operator inputs: a few lengths, many times
-                _VECTORS[key] = packer
-        out += packer.pack(len(value), *value)
-        return at
+        return _SCALAR_VECTOR_WRITERS[scalar_type](self.out, value)
 
     def _offsets(self, targets_of: Callable[[Any], int], items: Any) -> int:
         """A vector of offsets to ``items``, each written (after the vector) by ``targets_of``."""
@@ -524,21 +539,45 @@ def check_table_limit(count: int, at_least: bool = False) -> None:
         )
 
 
+class _Coalescing:
+    """Small writes gathered into one (a model of many small constants would otherwise make a
+    few system calls per constant); large ones pass straight through."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.pending = bytearray()
+
+    def write(self, data: Any) -> None:
+        if len(data) >= _COALESCE_BYTES:
+            self.flush()
+            self.handle.write(data)
+            return
+        self.pending += data
+        if len(self.pending) >= _COALESCE_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.handle.write(self.pending)
+            self.pending = bytearray()
+
+
 def _write_parts(handle: BinaryIO, model: TFLiteModel, layout: str) -> tuple[int, str]:
     head, region, region_size, chosen = _layout_for(model, layout)
     groupable = [data for _, data in region if not isinstance(data, np.ndarray) and data.groupable]
     next_group = 0  # groupable items before this index are prepared already
     handle.write(head)
+    out = _Coalescing(handle)
     written = 0
     with thread_pool() as executor:
         context = WriteContext(model.root, chosen, executor)
         for at, data in region:
             if at > written:
-                handle.write(bytes(at - written))
+                out.write(_ZEROS[: at - written] if at - written <= len(_ZEROS) else bytes(at - written))
             if chosen == "normal":
-                handle.write(_U32.pack(data.nbytes))
+                out.write(_U32.pack(data.nbytes))
             if isinstance(data, np.ndarray):
-                handle.write(np.ascontiguousarray(data).data.cast("B"))
+                out.write(np.ascontiguousarray(data).data.cast("B"))
             else:
                 if next_group < len(groupable) and data is groupable[next_group]:
                     end, total = next_group, 0
@@ -548,13 +587,14 @@ def _write_parts(handle: BinaryIO, model: TFLiteModel, layout: str) -> tuple[int
                     type(data).prepare_group(groupable[next_group:end])
                     next_group = end
                 for chunk in data.chunks(context):
-                    handle.write(memoryview(chunk).cast("B"))
+                    out.write(memoryview(chunk).cast("B"))
             written = at + (4 if chosen == "normal" else 0) + data.nbytes
     assert written == region_size
     tail = 0
     if region:
         tail = -written % ALIGNMENT + TAIL_PADDING
-        handle.write(bytes(tail))
+        out.write(bytes(tail))
+    out.flush()
     trailing = memoryview(model.trailing).cast("B")
     handle.write(trailing)
     return len(head) + written + tail + len(trailing), chosen

@@ -275,6 +275,19 @@ def set_entry(
         buffers[b] = Table("Buffer", {**fields, "data": data})
 
 
+def _drop_orphan(root: Table, metadata: list[Table], buffers: list[Table], index: int) -> None:
+    """Empty buffer ``index`` of a removed metadata entry when nothing else reads it (dropped when it
+    is the last buffer, as our conversion appends it, so no other index moves)."""
+    readers = {t.get("buffer") for sg in root.tables("subgraphs") for t in sg.tables("tensors")}
+    readers |= {m.get("buffer") for m in metadata} | set(root.ints("metadata_buffer")) | {0}
+    if index in readers or not 0 <= index < len(buffers):
+        return
+    if index == len(buffers) - 1:
+        buffers.pop()
+    else:
+        buffers[index] = Table("Buffer", {})
+
+
 def without_float16(model: TFLiteModel, root: Table, float16_left: bool) -> tuple[Table, tuple[MetadataChange, ...]]:
     """``root`` (a widened model) with its declarations brought up to date: without any FLOAT16
     constant left, ``reduced_precision_support`` goes and PTQ_FLOAT16 leaves CONVERSION_METADATA;
@@ -290,6 +303,8 @@ def without_float16(model: TFLiteModel, root: Table, float16_left: bool) -> tupl
             )
         )
     buffers = list(root.tables("buffers"))
+    if len(kept) != len(metadata):
+        _drop_orphan(root, kept, buffers, removed.get("buffer"))
     table, _ = read_conversion_metadata(model)
     if table is not None:
         modes = _modes(table)

@@ -142,6 +142,7 @@ def test_a_tolerance_only_keeping_everything_meets_exits_3_and_says_so(tmp_path:
     result = run("--auto", "--tolerance", "1e-7", "--json", str(tmp_path / "r.json"), str(source), str(out))
     assert result.returncode == 3, result.stderr
     assert "is met only with every constant float32" in result.stderr.splitlines()[0]
+    assert all(line.strip() not in ("tflite-fp16:", "") for line in result.stderr.splitlines())  # no empty hint
     assert "nothing to convert" not in result.stderr and not out.exists()
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["error"]["exit_status"] == 3 and data["auto"]["share_kept"] == 1.0 and data["auto"]["curve"]

@@ -114,6 +114,9 @@ def _zip(names: list[str]) -> bytes:
             "MediaPipe's .task bundles are: unzip it",
         ),
         ("archive.zip", _zip(["readme.txt"]), "is a zip archive, not a TFLite model"),
+        ("inputs.npz", _zip(["audio.npy", "labels.npy"]), "is a NumPy archive (.npz), not a TFLite model"),
+        ("weights.npy", b"\x93NUMPY\x01\x00" + bytes(100), "is a NumPy array (.npy), not a TFLite model"),
+        ("broken.zip", b"PK\x03\x04" + bytes(100), "is a zip archive (a damaged one), not a TFLite model"),
         ("gemma.litertlm", b"LITERTLM" + bytes(100), "is a LiteRT-LM bundle (.litertlm), not a TFLite model"),
     ],
 )

@@ -200,7 +200,7 @@ def test_a_worker_killed_fails_its_own_file_and_the_batch_goes_on(folder: Path, 
     _, err = process.communicate(timeout=120)
     assert process.returncode == 1
     assert err.strip().splitlines() == [
-        f"tflite-fp16: {str(folder / 'b.tflite')!r}: the process converting it died (killed by SIGKILL (out of "
+        f"tflite-fp16: error: {str(folder / 'b.tflite')!r}: the process converting it died (killed by SIGKILL (out of "
         f"memory?)); the other files go on"
     ]
     assert sorted(p.name for p in out.iterdir()) == ["a.tflite", "c.tflite", "d.tflite"]

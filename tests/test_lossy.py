@@ -148,7 +148,7 @@ def test_cli_default_names_kept_lossy_tensors_and_convert_warns(frontend: Path, 
     assert result.returncode == 0
     warnings = result.stderr.splitlines()
     assert len(warnings) == 2 and all(w.startswith("tflite-fp16: warning: lossy constant converted") for w in warnings)
-    assert "1 values beyond +-65504 saturated; 1 tiny values became 0" in result.stdout
+    assert "1 value beyond +-65504 saturated; 1 tiny value became 0" in result.stdout
     result = run("--max-cast-error", "-1", str(frontend), str(tmp_path / "out.tflite"))
     assert result.returncode == 2 and "--max-cast-error must be" in result.stderr  # the flag's name
 

@@ -109,7 +109,7 @@ def test_json_report_has_every_field_and_true_numbers(tmp_path: Path) -> None:
     assert data["kept"] == [] and data["kept_by_reason"] == {}  # its variables (LSTM states) hold no data
     kept = json.loads(run("--json", "-", "--min-elements", "100", str(source), str(out)).stdout)["kept"]
     assert kept and all(set(e) == KEPT_FIELDS and e["reason"] == "min_elements" for e in kept)
-    assert all(e["elements"] < 100 and "min_elements" in e["detail"] for e in kept)
+    assert all(e["elements"] < 100 and "--min-elements" in e["detail"] for e in kept)
 
 
 def test_json_of_a_dry_run_has_no_output_sizes_and_of_infinities_strings(tmp_path: Path) -> None:

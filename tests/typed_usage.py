@@ -52,3 +52,11 @@ def in_memory() -> int:
 
 def many(out: Path) -> list[BatchResult]:
     return rewrite_many([EXAMPLES], out, jobs=2, to="float16", raise_on_error=False, lossy="keep")
+
+
+def searched(out: Path) -> int:
+    report = rewrite(EXAMPLES / "filterbank.tflite", out, auto=True, tolerance=1e-3)
+    if report.search is None:
+        return 0
+    kept: frozenset[tuple[int, int]] = report.search.keep_tensors
+    return report.search.runs + len(kept) + report.kept_by_reason.get("tolerance", 0) + len(report.lines(verbose=True))

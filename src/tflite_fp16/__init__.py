@@ -1,8 +1,8 @@
 """tflite-fp16: rewrite a float32 TensorFlow Lite model as float16, without TensorFlow.
 
 >>> from tflite_fp16 import rewrite
->>> report = rewrite("examples/small_cnn.tflite", "small_cnn_fp16.tflite")   # doctest: +SKIP
->>> print(report.summary())                                                  # doctest: +SKIP
+>>> report = rewrite("examples/small_cnn.tflite", "small_cnn_fp16.tflite")
+>>> print(report.summary())
 10 tensors converted to float16; 20,520 -> 15,024 bytes (73.2%)
 
 The public names are loaded on first use, so that ``import tflite_fp16`` (and

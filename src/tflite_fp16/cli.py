@@ -95,7 +95,10 @@ class _Parser(argparse.ArgumentParser):
                     f"{quote(word)} (did you mean {close[0]}?)" if word.startswith("-") and close else quote(word)
                 )
             message = f"unknown argument{'s' if len(words) > 1 else ''} {', '.join(words)}"
-        print(f"{self.prog}: error: {_flag_names(message)} ({self.prog} --help lists the options)", file=sys.stderr)
+        message = _flag_names(message)
+        if "did you mean" not in message:
+            message += f" ({self.prog} --help lists the options)"
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
 
 
@@ -379,11 +382,12 @@ def _side_outputs(args: argparse.Namespace, inputs: list[str], output: str | Non
     place, not a directory, not an input, not the model, not each other."""
     from .format.paths import check_side_outputs
 
+    suffixes = {"JSON report": "a .json file, or - for standard output", "keep file": "a .txt file", "plot": "a .png file"}
     for role, path in (("JSON report", args.json), ("keep file", args.save_keep), ("plot", args.plot)):
         if path is not None and path != STDIN and path.endswith(".tflite"):
             raise OutputError(
                 f"cannot write {quote(path)}: the {role} would replace a .tflite file; give it a path of its own "
-                f"(a .json, .txt or .png file{', or - for standard output' if role == 'JSON report' else ''})"
+                f"({suffixes[role]})"
             )
     taken = [("input", path) for path in inputs if path != STDIN] + ([("output", output)] if output else [])
     check_side_outputs([("JSON report", args.json), ("keep file", args.save_keep), ("plot", args.plot)], taken)
@@ -746,8 +750,9 @@ def _single(args: argparse.Namespace, options: Options) -> int:
                 print(line, file=sys.stderr)
             for note in error.report.notes:
                 print(f"  note: {note}", file=sys.stderr)
-        if error.report is not None:
-            print(f"tflite-fp16: {error.report.hint()}", file=sys.stderr)
+        hint = error.report.hint() if error.report is not None else ""
+        if hint:
+            print(f"tflite-fp16: {hint}", file=sys.stderr)
         return _failed(args, error, EXIT_VERIFY_FAILED)
     except _BAD_INPUT as error:
         print(f"tflite-fp16: error: {said(error)}", file=sys.stderr)
@@ -829,7 +834,7 @@ def _batch(args: argparse.Namespace, options: Options) -> int:
         if not result.ok:
             shown = quote(result.input)
             message = result.error if shown in result.error else f"{shown}: {result.error}"
-            print(f"tflite-fp16: {message}", file=sys.stderr)
+            print(f"tflite-fp16: error: {message}", file=sys.stderr)
         elif args.verbose:
             print(f"{quote(result.input)}: {result.report.summary()}", file=human)
         elif not args.quiet and (line := _decisions(result)):
@@ -889,13 +894,15 @@ def _check(args: argparse.Namespace, options: Options) -> int:
             )
             more = f" and {len(result.would_convert) - 3} more" if len(result.would_convert) > 3 else ""
             print(
-                f"{quote(result.input)}: {len(result.would_convert)} tensors would convert to float16: {names}{more}",
+                f"{quote(result.input)}: {len(result.would_convert)} tensor{'' if len(result.would_convert) == 1 else 's'} "
+                f"would convert to float16: {names}{more}",
                 file=human,
             )
     found = sum(1 for r in results if r.would_convert)
     failed = sum(1 for r in results if r.error is not None)
     if not args.quiet:
-        print(f"check: {len(results)} files, {found} with constants to convert, {failed} unreadable", file=human)
+        files = f"{len(results)} file{'' if len(results) == 1 else 's'}"
+        print(f"check: {files}, {found} with constants to convert, {failed} unreadable", file=human)
     if args.json:
         written = _emit_json(args.json, [r.to_dict() for r in results])
         if written:

@@ -289,9 +289,10 @@ def _normalise_op(name: str) -> str:
         if guess is None:
             close = difflib.get_close_matches(upper, list(squeezed.values()), n=1, cutoff=0.75)
             guess = close[0] if close else None
-        hint = f"did you mean {guess}? " if guess else ""
+        if guess is not None:
+            raise ValueError(f"skip_ops: unknown operator {name!r} (did you mean {guess}?)")
         raise ValueError(
-            f"skip_ops: unknown operator {name!r}; {hint}use a builtin name of the TFLite schema "
+            f"skip_ops: unknown operator {name!r}; use a builtin name of the TFLite schema "
             f"(e.g. RESIZE_BILINEAR, FULLY_CONNECTED) or CUSTOM:name for a custom operator"
         )
     return upper

@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from .conversion.cast import CastStats
+from .conversion.metadata import MetadataChange
 from .conversion.plan import KeptTensor, Plan
 from .options import Options
 from .text import json_number as number
@@ -39,7 +40,28 @@ NOTABLE_LINES = 5  # per-tensor lines shown by default before "and N more"
 
 
 class SearchOutcome(Protocol):
-    """What a report needs of a tolerance search's result (:class:`~tflite_fp16.tools.auto.SearchResult`)."""
+    """A tolerance search's result as a report holds it (:class:`~tflite_fp16.tools.auto.SearchResult`)."""
+
+    @property
+    def tolerance(self) -> float: ...
+
+    @property
+    def judged_on(self) -> str: ...
+
+    @property
+    def runs(self) -> int: ...
+
+    @property
+    def default_error(self) -> float: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+    @property
+    def keep_tensors(self) -> frozenset[tuple[int, int]]: ...
+
+    @property
+    def bytes_kept(self) -> int: ...
 
     def summary(self) -> str: ...
 
@@ -126,11 +148,27 @@ class Report:
         return self.plan.kept
 
     @property
+    def kept_by_reason(self) -> dict[str, int]:
+        """How many constants stay float32, by reason code."""
+        return self.plan.kept_by_reason()
+
+    @property
+    def metadata(self) -> tuple[MetadataChange, ...]:
+        """The metadata entries the conversion changes (a dry run: would change)."""
+        return tuple(c for c in self.plan.metadata if c.action != "left")
+
+    def lines(self, verbose: bool = False) -> list[str]:
+        """What the command prints on success (``verbose``: as with ``-v``); warnings aside."""
+        return render_text(self, 1 if verbose else 0)[0]
+
+    @property
     def saturated(self) -> int:
+        """Values beyond +-65504, saturated, over every converted tensor."""
         return sum(s.saturated for s in self.cast_stats.values())
 
     @property
     def flushed(self) -> int:
+        """Non-zero values that became 0, over every converted tensor."""
         return sum(s.flushed for s in self.cast_stats.values())
 
     @property
@@ -175,9 +213,9 @@ class Report:
             if self.layout == "offset":
                 line += "; buffer data after the flatbuffer (offset layout)"
         if self.saturated:
-            line += f"; {self.saturated} values beyond +-65504 saturated"
+            line += f"; {self.saturated} {'value' if self.saturated == 1 else 'values'} beyond +-65504 saturated"
         if self.flushed:
-            line += f"; {self.flushed} tiny values became 0"
+            line += f"; {self.flushed} tiny {'value' if self.flushed == 1 else 'values'} became 0"
         return line
 
     def size_advice(self) -> str:
@@ -267,10 +305,10 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         {
             "converted": [_converted(e) for e in report.converted],
             "kept": [_kept(e) for e in report.kept],
-            "kept_by_reason": report.plan.kept_by_reason(),
+            "kept_by_reason": report.kept_by_reason,
             "dequantize_ops_added": report.dequantize_ops_added,
             "min_runtime_version": {"before": before, "after": after},
-            "metadata": [c.to_dict() for c in report.plan.metadata if c.action != "left"],
+            "metadata": [c.to_dict() for c in report.metadata],
             "warnings": list(report.warnings),
             "size_advice": report.size_advice() or None,
             "options": {
@@ -336,7 +374,7 @@ def render_text(report: Report, verbosity: int = 0) -> tuple[list[str], list[str
     if verbosity > 0:
         out.extend(converted_line(e, report.dry_run) for e in report.converted)
         out.extend(kept_line(e) for e in report.kept)
-        out.extend(metadata_line(c, report.dry_run) for c in report.plan.metadata if c.action != "left")
+        out.extend(metadata_line(c, report.dry_run) for c in report.metadata)
     else:
         for reason in ("lossy", "tolerance"):
             notable = [k for k in report.kept if k.reason == reason]

@@ -54,6 +54,11 @@ def quote(name: str, limit: int = 200) -> str:
     return "'" + "".join(out) + "'"
 
 
+def counted(count: int, noun: str) -> str:
+    """``1 tensor``, ``2 tensors``: a count and its noun (plural with an s)."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def json_number(value: float) -> float | str:
     """A float as JSON can hold it: non-finite values become the strings ``"inf"``, ``"-inf"``, ``"nan"``."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -359,7 +359,7 @@ class _Subgraph:
             return "unread", "no operator reads it"
         options = self.options
         if (self.index, t) in options.keep_tensors:
-            return "keep_tensor", "listed in keep_tensors"
+            return "keep_tensor", "kept by identity (keep_tensors)"
         entry = self.named.get((self.index, t))
         if entry is not None:
             how = "" if entry.text == name else f" (its name there: {quote(entry.text)}; the same shape and data)"
@@ -371,17 +371,18 @@ class _Subgraph:
             for o in self.readers[t]:
                 listed = self.skip.lists(self.ops[o], self.custom_code(o) if self.ops[o] == _CUSTOM else "")
                 if listed:
-                    return "skip_op", f"read by {self.label(o)}, listed in skip_ops as {quote(listed)}"
+                    return "skip_op", f"read by {self.label(o)}, an operator to skip ({quote(listed)})"
         if (
             options.min_elements
             and not tensor.has("sparsity")
             and math.prod(tensor.ints("shape")) < options.min_elements
         ):
-            return "min_elements", f"fewer than {options.min_elements} values (min_elements)"
+            return "min_elements", f"fewer than {options.min_elements} values (the --min-elements limit)"
         for o in self.readers[t]:
             if self.ops[o] == _CUSTOM and not options.custom_op_inputs:
                 return "custom_operator", (
-                    f"read by {self.label(o)}, whose kernel may need a constant input (custom_op_inputs converts it)"
+                    f"read by {self.label(o)}, whose kernel may need a constant input "
+                    "(--convert-custom-op-inputs, custom_op_inputs=True in Python, converts it)"
                 )
             if self.is_hybrid(o):
                 return "hybrid_operator", f"read by hybrid {self.label(o)}, whose weights are already quantized"
@@ -413,8 +414,11 @@ def make_plan(model: TFLiteModel, options: Options | None = None, executor: Exec
     Raises :class:`~tflite_fp16.errors.LossyModelError` for lossy constants
     under ``lossy="error"``.
 
-    >>> from tflite_fp16.format.reader import read_model      # doctest: +SKIP
-    >>> print(make_plan(read_model("model.tflite")).describe())   # doctest: +SKIP
+    >>> from tflite_fp16.format.reader import open_model
+    >>> with open_model("examples/audio_frontend.tflite") as model:
+    ...     plan = make_plan(model)
+    >>> len(plan.conversions), [k.reason for k in plan.kept]
+    (2, ['lossy', 'lossy'])
     """
     options = options if options is not None else Options()
     codes = model.operator_codes
@@ -688,7 +692,7 @@ def _lossy_error_message(lossy: dict[int, str], candidates: dict[int, list[Tenso
     shown = "; ".join(names[:5]) + (f"; and {len(names) - 5} more" if len(names) > 5 else "")
     return (
         f"{len(names)} float32 constant{'s' if len(names) != 1 else ''} cannot be stored as float16 faithfully "
-        f"(max_cast_error {_g(limit)}): {shown}. Use lossy='keep' (--lossy keep) to keep them float32, "
+        f"(cast error limit {_g(limit)}): {shown}. Use lossy='keep' (--lossy keep) to keep them float32, "
         f"or lossy='convert' (--lossy convert) to convert them as TensorFlow does"
     )
 

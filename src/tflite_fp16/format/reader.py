@@ -373,6 +373,7 @@ _SIGNATURES = (
     ),
     (b"\x7fELF", "an executable (ELF)", ""),
     (b"LITERTLM", "a LiteRT-LM bundle (.litertlm)", ": its TFLite models are sections inside it; extract them first"),
+    (b"\x93NUMPY", "a NumPy array (.npy)", ""),
 )
 
 
@@ -405,11 +406,40 @@ def identify(data: Any, name: str = "the file") -> str:
     return f"{name} is not a TFLite model: its file identifier (bytes 4 to 8) is {identifier!r}, not {SCHEMA.file_identifier!r}"
 
 
+class _ViewFile(io.RawIOBase):
+    """A read-only, seekable file over a buffer (a memory-mapped file), so that ``zipfile`` reads
+    the central directory without a copy of the whole file."""
+
+    def __init__(self, data: Any) -> None:
+        self.view = memoryview(data).cast("B")
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: len(self.view)}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.view[self.position : self.position + len(buffer)]
+        memoryview(buffer).cast("B")[: len(chunk)] = chunk
+        self.position += len(chunk)
+        return len(chunk)
+
+
 def _describe_zip(data: Any, name: str) -> str:
     try:
-        with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        with zipfile.ZipFile(io.BufferedReader(_ViewFile(data))) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError):
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         return f"{name} is a zip archive (a damaged one), not a TFLite model"
     models = [n for n in names if n.endswith(".tflite")]
     if models:
@@ -420,6 +450,8 @@ def _describe_zip(data: Any, name: str) -> str:
         )
     if "config.json" in names and any(n.endswith(".weights.h5") for n in names):
         return f"{name} is a Keras model (.keras), not a TFLite model: convert it with TensorFlow's converter first"
+    if names and all(n.endswith(".npy") for n in names):
+        return f"{name} is a NumPy archive (.npz), not a TFLite model (arrays such as --inputs takes)"
     if any(n.endswith("data.pkl") for n in names):
         return f"{name} is a PyTorch checkpoint, not a TFLite model: export it to TFLite first (ai-edge-torch, say)"
     return f"{name} is a zip archive, not a TFLite model"
@@ -435,7 +467,7 @@ def parse_model(data: Any, name: str = "the file") -> TFLiteModel:
     if size == 0:
         raise InvalidModelError(f"{name} is empty, not a TFLite model")
     if size < 8:
-        raise InvalidModelError(f"{name} has only {size} bytes, too short for a TFLite model")
+        raise InvalidModelError(f"{name} has only {size} byte{'' if size == 1 else 's'}, too short for a TFLite model")
     if bytes(data[4:8]) != SCHEMA.file_identifier:
         raise InvalidModelError(identify(data, name))
     # First without memoization (cheaper): almost no file shares objects. If it does, read
@@ -680,8 +712,9 @@ def _check_tensor_indices(values: Sequence[int], n_tensors: int, what: str, subg
 def open_model(path: PathLike) -> Iterator[TFLiteModel]:
     """Memory-map ``path`` and parse it; the mapping lives as long as the ``with`` block.
 
-    >>> with open_model("model.tflite") as model:    # doctest: +SKIP
-    ...     print(len(model.subgraphs))
+    >>> with open_model("examples/small_cnn.tflite") as model:
+    ...     len(model.subgraphs), len(model.subgraphs[0].tables("tensors"))
+    (1, 20)
     """
     name = quote(os.fspath(path))
     try:

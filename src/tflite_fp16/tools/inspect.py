@@ -3,7 +3,8 @@
 :func:`inspect_file` returns JSON-ready data (documented in the README);
 :func:`render` turns it into a compact, aligned summary for a terminal.
 
->>> print(render(inspect_file("model.tflite")))     # doctest: +SKIP
+>>> print(render(inspect_file("examples/filterbank.tflite")).splitlines()[-1])
+rewrite                4 tensors to float16, about 656 B saved
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ..format.paths import existing_input
 from ..format.reader import open_model, parse_model, parse_table
 from ..options import Options
 from ..schema import CONVERSION_SCHEMA
-from ..text import printable, quote
+from ..text import counted, printable, quote
 from ..version import __version__
 from ..work import gc_paused, thread_pool
 
@@ -265,7 +266,7 @@ def inspect_bytes(data: bytes | bytearray | memoryview, options: Options | None 
 def inspect_file(path: PathLike, options: Options | None = None) -> dict[str, Any]:
     """What is in the model at ``path`` (JSON-ready data; see the README's ``inspect`` section).
 
-    >>> inspect_file("model.tflite")["rewrite"]["tensors_converted"]    # doctest: +SKIP
+    >>> inspect_file("examples/small_cnn.tflite")["rewrite"]["tensors_converted"]
     10
     """
     path = existing_input(path)
@@ -316,8 +317,8 @@ def render(info: dict[str, Any], width: int = 100) -> str:
     for sg in info["subgraphs"]:
         row(
             f"subgraph {sg['index']}",
-            f"{quote(sg['name'])}: {sg['tensors']} tensors, {sg['operators']} operators, "
-            f"{sg['inputs']} inputs, {sg['outputs']} outputs",
+            f"{quote(sg['name'])}: {counted(sg['tensors'], 'tensor')}, {counted(sg['operators'], 'operator')}, "
+            f"{counted(sg['inputs'], 'input')}, {counted(sg['outputs'], 'output')}",
         )
     for signature in info["signatures"]:
 
@@ -330,8 +331,10 @@ def render(info: dict[str, Any], width: int = 100) -> str:
         )
     row("operators", ", ".join(f"{o['operator']} v{o['version']} x{o['count']}" for o in info["operators"]) or "none")
     for type_name, entry in info["tensors_by_type"].items():
-        constants = f", {entry['constants']} constants, {_bytes(entry['constant_bytes'])}" if entry["constants"] else ""
-        row(f"  {type_name}", f"{entry['tensors']} tensors{constants}")
+        constants = (
+            f", {counted(entry['constants'], 'constant')}, {_bytes(entry['constant_bytes'])}" if entry["constants"] else ""
+        )
+        row(f"  {type_name}", f"{counted(entry['tensors'], 'tensor')}{constants}")
     if info["float16_constants_feeding_dequantize"]:
         row("float16 weights", f"{info['float16_constants_feeding_dequantize']} float16 constants feed DEQUANTIZE")
     for entry in info["metadata"]:

@@ -175,12 +175,22 @@ def _single_input(signatures: Sequence[SignatureSpec], path: str) -> str:
     return names.pop()
 
 
-def load_inputs(source: Inputs, signatures: Sequence[SignatureSpec]) -> tuple[dict[str, np.ndarray], list[str]]:
+class LoadedInputs(NamedTuple):
+    """What :func:`load_inputs` read: the arrays some input takes, notes, every array's name, and
+    where they come from (for messages)."""
+
+    arrays: dict[str, np.ndarray]
+    notes: list[str]
+    held: tuple[str, ...]
+    where: str
+
+
+def load_inputs(source: Inputs, signatures: Sequence[SignatureSpec]) -> LoadedInputs:
     """The arrays of ``source`` (an ``.npz`` or ``.npy`` path, or a mapping) by name, each checked
     against the inputs it feeds before it is loaded, and notes (arrays no input takes)."""
     notes: list[str] = []
     if source is None:
-        return {}, notes
+        return LoadedInputs({}, notes, (), "the inputs")
     if isinstance(source, Mapping):
         arrays = {}
         for key, value in source.items():
@@ -191,7 +201,7 @@ def load_inputs(source: Inputs, signatures: Sequence[SignatureSpec]) -> tuple[di
             array = np.asarray(value)
             _check_header(name, _Header(array.shape, array.dtype), signatures)
             arrays[name] = array
-        return arrays, notes
+        return LoadedInputs(arrays, notes, tuple(str(key) for key in source), "the inputs")
     path = os.fspath(source)
     where = f"inputs file {quote(path)}"
     try:
@@ -205,7 +215,7 @@ def load_inputs(source: Inputs, signatures: Sequence[SignatureSpec]) -> tuple[di
         name = _single_input(signatures, path)
         with open(path, "rb") as handle:
             _check_header(name, _read_header(handle, name, where), signatures)
-        return {name: _read_array(lambda: open(path, "rb"), name, where)}, notes
+        return LoadedInputs({name: _read_array(lambda: open(path, "rb"), name, where)}, notes, (name,), where)
     if not magic.startswith(b"PK"):
         raise InvalidInputsError(
             f"{where} is not a readable .npz archive or .npy array (np.savez('inputs.npz', name=array) makes one)"
@@ -237,11 +247,12 @@ def load_inputs(source: Inputs, signatures: Sequence[SignatureSpec]) -> tuple[di
                     f"{where}: array {quote(name)} declares {declared:,} bytes but the archive holds {info.file_size:,}"
                 )
             arrays[name] = _read_array(lambda info=info: archive.open(info), name, where)  # type: ignore[misc]
-    return arrays, notes
+    return LoadedInputs(arrays, notes, tuple(members), where)
 
 
-def given_samples(sig: SignatureSpec, arrays: Mapping[str, np.ndarray], notes: list[str]) -> list[Sample]:
-    """The samples of signature ``sig`` in ``arrays`` (checked by :func:`load_inputs`)."""
+def given_samples(sig: SignatureSpec, loaded: LoadedInputs, notes: list[str]) -> list[Sample]:
+    """The samples of signature ``sig`` in what :func:`load_inputs` read."""
+    arrays = loaded.arrays
     per_input: dict[str, tuple[str, np.ndarray]] = {}
     missing = []
     for spec in sig.inputs:
@@ -252,7 +263,10 @@ def given_samples(sig: SignatureSpec, arrays: Mapping[str, np.ndarray], notes: l
             per_input[spec.name] = (found, arrays[found])
     if missing:
         raise InvalidInputsError(
-            f"the inputs have no array for {', '.join(quote(m) for m in missing)} of {sig.where}; "
+            f"{loaded.where} {'have' if loaded.where == 'the inputs' else 'has'} no array for "
+            f"{', '.join(quote(m) for m in missing)} of {sig.where}"
+            f" (it holds {', '.join(quote(a) for a in loaded.held[:8]) or 'no array'}"
+            f"{' and more' if len(loaded.held) > 8 else ''}); "
             f"name the arrays after the inputs ({', '.join(quote(s.name) for s in sig.inputs)})"
         )
     counts = {}

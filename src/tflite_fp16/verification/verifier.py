@@ -118,15 +118,15 @@ class Verifier:
             for key, specs, outputs, _ in described
         ]
         self.subgraph_of = {key: subgraph for key, _, _, subgraph in described}
-        arrays, array_notes = load_inputs(inputs, self.signatures)
-        notes.extend(array_notes)
+        loaded = load_inputs(inputs, self.signatures)
+        notes.extend(loaded.notes)
         check_shapes(shapes, self.signatures)
         if probes is None:
             probes = inputs is None
         samples: list[Sample] = []
         for sig in self.signatures:
             if inputs is not None:
-                samples.extend(given_samples(sig, arrays, notes))
+                samples.extend(given_samples(sig, loaded, notes))
             if probes:
                 samples.extend(self._probes(sig, shapes, seed, notes))
         self.samples = samples
@@ -344,8 +344,11 @@ def verify(
     the original, and :class:`~tflite_fp16.errors.VerificationError` when it
     cannot run the converted model.
 
-    >>> verify("model.tflite", "model_fp16.tflite").passed    # doctest: +SKIP
-    True
+    >>> from tflite_fp16 import rewrite_bytes
+    >>> original = open("examples/filterbank.tflite", "rb").read()
+    >>> converted, _ = rewrite_bytes(original)
+    >>> verify(original, converted, inputs="examples/filterbank_calibration.npz", tolerance=1e-3).passed
+    False
     """
     with Verifier(
         original,

@@ -43,6 +43,7 @@ from .options import (
 )
 from .text import quote
 from .version import __version__
+from .work import die_with_parent
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -382,7 +383,11 @@ def _side_outputs(args: argparse.Namespace, inputs: list[str], output: str | Non
     place, not a directory, not an input, not the model, not each other."""
     from .format.paths import check_side_outputs
 
-    suffixes = {"JSON report": "a .json file, or - for standard output", "keep file": "a .txt file", "plot": "a .png file"}
+    suffixes = {
+        "JSON report": "a .json file, or - for standard output",
+        "keep file": "a .txt file",
+        "plot": "a .png file",
+    }
     for role, path in (("JSON report", args.json), ("keep file", args.save_keep), ("plot", args.plot)):
         if path is not None and path != STDIN and path.endswith(".tflite"):
             raise OutputError(
@@ -510,18 +515,6 @@ def run() -> None:
     sys.exit(_supervise(argv))
 
 
-def _die_with_parent(parent: int) -> None:
-    """Ask Linux for SIGTERM (cleaned up like Ctrl-C) when the supervisor dies (killed by SIGKILL)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:
-        raise Terminated(signal.SIGTERM)
-
-
 def _supervise(argv: list[str]) -> int:
     read_end, write_end = os.pipe()
     sys.stdout.flush()
@@ -534,7 +527,8 @@ def _supervise(argv: list[str]) -> int:
         try:
             for number in _TERMINATION:
                 signal.signal(number, _raise_once)
-            _die_with_parent(parent)
+            if not die_with_parent(parent):
+                raise Terminated(signal.SIGTERM)
             from .format import paths
 
             paths.temp_listeners.append(lambda event, path: _report(write_end, event, path))

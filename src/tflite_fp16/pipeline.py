@@ -304,9 +304,22 @@ def convert_file(
         del converted
         stats = _stats(casts)
         del model, casts
+    return _committed_report(os.fspath(job.path_in), os.fspath(path_out), committed, plan, options, stats, added, start)
+
+
+def _committed_report(
+    source: str,
+    target: str,
+    committed: Committed,
+    plan: Plan,
+    options: Options,
+    stats: dict[int, CastStats],
+    added: int,
+    start: float,
+) -> Report:
     return Report(
-        os.fspath(job.path_in),
-        os.fspath(path_out),
+        source,
+        target,
         committed.size_before,
         committed.size_after,
         committed.layout,
@@ -332,17 +345,4 @@ def convert_bytes(data: BytesLike, options: Options, verify: Verify | None = Non
         output, committed = job.commit(converted, options.layout, verify or verification_of(verifier, options))
         stats = _stats(casts)
         del model, converted, casts  # before the collector resumes (see FileJob.model)
-    report = Report(
-        "<bytes>",
-        "<bytes>",
-        committed.size_before,
-        committed.size_after,
-        committed.layout,
-        plan,
-        options,
-        stats,
-        added,
-        time.perf_counter() - start,
-        committed.verification,
-    )
-    return output, report
+    return output, _committed_report("<bytes>", "<bytes>", committed, plan, options, stats, added, start)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 from collections.abc import Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 
-__all__ = ["gc_paused", "thread_pool"]
+__all__ = ["die_with_parent", "gc_paused", "thread_pool"]
 
 
 @contextmanager
@@ -33,3 +34,16 @@ def gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def die_with_parent(parent: int, signum: int = signal.SIGTERM) -> bool:
+    """Ask Linux to send this process ``signum`` when its parent dies (``PR_SET_PDEATHSIG``), so
+    that a child never outlives a command killed by SIGKILL. False when the parent is gone
+    already (it died before the request took effect): the caller should stop."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signum), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's own clean-up has to do
+        pass
+    return os.getppid() == parent

@@ -44,6 +44,7 @@ from ..errors import (
 )
 from ..format import paths
 from ..text import quote
+from ..work import die_with_parent
 
 __all__ = [
     "MAX_JOBS",
@@ -539,18 +540,6 @@ class _Stopping(Exception):
     """The batch is stopping: this output is not committed."""
 
 
-def _die_with_parent(parent: int) -> None:
-    """Ask Linux to send SIGTERM (cleaned up like Ctrl-C) when the parent dies."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:
-        os._exit(0)
-
-
 def _terminated(signum: int, frame: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(128 + signum)  # the temporary file is removed on the way out
@@ -561,7 +550,8 @@ def _worker(argv: list[str]) -> None:
     read_fd, write_fd, parent = (int(a) for a in argv[1:4])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
     signal.signal(signal.SIGTERM, _terminated)
-    _die_with_parent(parent)
+    if not die_with_parent(parent):
+        os._exit(0)
     requests, replies = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
 
     def guard(rename: Callable[[], None], path: str) -> None:

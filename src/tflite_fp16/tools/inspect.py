@@ -332,7 +332,9 @@ def render(info: dict[str, Any], width: int = 100) -> str:
     row("operators", ", ".join(f"{o['operator']} v{o['version']} x{o['count']}" for o in info["operators"]) or "none")
     for type_name, entry in info["tensors_by_type"].items():
         constants = (
-            f", {counted(entry['constants'], 'constant')}, {_bytes(entry['constant_bytes'])}" if entry["constants"] else ""
+            f", {counted(entry['constants'], 'constant')}, {_bytes(entry['constant_bytes'])}"
+            if entry["constants"]
+            else ""
         )
         row(f"  {type_name}", f"{counted(entry['tensors'], 'tensor')}{constants}")
     if info["float16_constants_feeding_dequantize"]:

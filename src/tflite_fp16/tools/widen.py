@@ -336,9 +336,7 @@ def widen_model(model: TFLiteModel) -> Widened:
     code_index = {old: old - sum(1 for d in dropped if d < old) for old in range(len(codes)) if old not in dropped}
     if dropped:
         subgraphs = [
-            sg.replace(
-                operators=tuple(_renumbered(op, "opcode_index", code_index) for op in sg.tables("operators"))
-            )
+            sg.replace(operators=tuple(_renumbered(op, "opcode_index", code_index) for op in sg.tables("operators")))
             for sg in subgraphs
         ]
     kept_codes = [code for i, code in enumerate(codes) if i not in dropped]

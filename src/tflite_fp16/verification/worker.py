@@ -21,22 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from ..work import die_with_parent
 from .metrics import compare_outputs
 
 ModelSource = tuple[str, Any]  # ("path", str) or ("bytes", bytes)
-
-
-def _die_with_parent(parent: int) -> None:
-    """Ask Linux to kill this process when its parent dies (the command killed by SIGKILL, say)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(0)
 
 
 class Worker:
@@ -184,7 +172,8 @@ def serve(requests: Connection, replies: Connection) -> None:
 def main(argv: list[str]) -> None:
     read_fd, write_fd, parent = (int(a) for a in argv[1:4])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches the whole group
-    _die_with_parent(parent)
+    if not die_with_parent(parent, signal.SIGKILL):  # the parent died before the request took effect
+        os._exit(0)
     try:
         from ai_edge_litert import interpreter  # noqa: F401  (fails here, before the first request, without LiteRT)
     except ImportError as error:

@@ -109,9 +109,11 @@ def model_hash(root: Table, layout: str = "normal") -> int:
             for operator in operators:
                 values = operator.fields
                 if "inputs" in values:
-                    extend(_ints(values["inputs"]))
+                    inputs = values["inputs"]  # a tuple as read (a list or an array when built)
+                    extend(inputs if type(inputs) is tuple else _ints(inputs))
                 if "outputs" in values:
-                    extend(_ints(values["outputs"]))
+                    outputs = values["outputs"]
+                    extend(outputs if type(outputs) is tuple else _ints(outputs))
         if "tensors" in fields:
             tensors = fields["tensors"]
             append(len(tensors))
@@ -122,7 +124,8 @@ def model_hash(root: Table, layout: str = "normal") -> int:
                 if length is not None:
                     append(length)
                 if "shape" in values:
-                    extend(_ints(values["shape"]))
+                    shape = values["shape"]
+                    extend(shape if type(shape) is tuple else _ints(shape))
         for name in ("inputs", "outputs"):
             if name in fields:
                 append(len(fields[name]))

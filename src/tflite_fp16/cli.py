@@ -41,7 +41,7 @@ from .options import (
     METRICS,
     Options,
 )
-from .text import quote
+from .text import counted, quote
 from .version import __version__
 from .work import die_with_parent
 
@@ -888,15 +888,17 @@ def _check(args: argparse.Namespace, options: Options) -> int:
             )
             more = f" and {len(result.would_convert) - 3} more" if len(result.would_convert) > 3 else ""
             print(
-                f"{quote(result.input)}: {len(result.would_convert)} tensor{'' if len(result.would_convert) == 1 else 's'} "
-                f"would convert to float16: {names}{more}",
+                f"{quote(result.input)}: {counted(len(result.would_convert), 'tensor')} would convert to float16: "
+                f"{names}{more}",
                 file=human,
             )
     found = sum(1 for r in results if r.would_convert)
     failed = sum(1 for r in results if r.error is not None)
     if not args.quiet:
-        files = f"{len(results)} file{'' if len(results) == 1 else 's'}"
-        print(f"check: {files}, {found} with constants to convert, {failed} unreadable", file=human)
+        print(
+            f"check: {counted(len(results), 'file')}, {found} with constants to convert, {failed} unreadable",
+            file=human,
+        )
     if args.json:
         written = _emit_json(args.json, [r.to_dict() for r in results])
         if written:

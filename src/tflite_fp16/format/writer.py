@@ -74,7 +74,6 @@ _CODES = {name: fmt[1] for name, (fmt, _) in SCALAR_FORMATS.items()}
 _SIZES = {name: size for name, (_, size) in SCALAR_FORMATS.items()}
 _ZEROS = bytes(16)
 _COALESCE_BYTES = 1 << 16  # writes smaller than this are gathered into one
-_VECTORS: dict[tuple[int, str], struct.Struct] = {}
 
 
 def _scalar_vector_writer(scalar_type: str) -> Callable[[bytearray, Any], int]:

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from test_runtime_properties import runnable_models
 
 from tflite_fp16 import check_many, rewrite, rewrite_many
+from tflite_fp16.tools.batch import find_models
 from tflite_fp16.tools.inspect import inspect_file
 from tflite_fp16.tools.widen import widen, widen_bytes
 
@@ -380,3 +381,23 @@ def test_inspect_cli(tmp_path: Path) -> None:
     assert data["file"].endswith("control_flow.fp32.tflite") and len(data["subgraphs"]) == 5
     bad = run("inspect", str(tmp_path / "missing.tflite"))
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_results_come_in_the_order_of_the_inputs(tmp_path: Path) -> None:
+    """Each folder's files in sorted order, the inputs in the order given (not sorted together:
+    a file given after a folder comes after it, whatever its path)."""
+    folder = tmp_path / "z_folder"
+    (folder / "b").mkdir(parents=True)
+    for name in ("b/two.tflite", "one.tflite", "b/a.tflite"):
+        (folder / name).write_bytes((DATA / "tiny_mlp.fp32.tflite").read_bytes())
+    early = tmp_path / "a_first.tflite"
+    early.write_bytes((DATA / "tiny_mlp.fp32.tflite").read_bytes())
+    models, refused = find_models([folder, early])
+    assert refused == [] and [str(relative) for _, relative in models] == [
+        "b/a.tflite",
+        "b/two.tflite",
+        "one.tflite",
+        "a_first.tflite",
+    ]
+    results = rewrite_many([folder, early], tmp_path / "out", jobs=2)
+    assert [Path(r.input).name for r in results] == ["a.tflite", "two.tflite", "one.tflite", "a_first.tflite"]

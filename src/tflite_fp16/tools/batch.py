@@ -136,7 +136,8 @@ def _inside(path: str, root: str) -> bool:
 
 def find_models(inputs: Iterable[PathLike]) -> tuple[list[tuple[Path, Path]], list[BatchResult]]:
     """(file, path relative to its input) for every input file and every ``*.tflite`` under every
-    input folder (in sorted order; a missing input is kept, to fail later), and the symbolic
+    input folder (in the order of the inputs, each folder's files in sorted order; a missing
+    input is kept, to fail later), and the symbolic
     links inside folders that lead out of them, refused (they are not followed: an in-place
     conversion of a folder never writes outside it). A link to a file of the same folder is
     followed once, where its target is."""
@@ -150,6 +151,7 @@ def find_models(inputs: Iterable[PathLike]) -> tuple[list[tuple[Path, Path]], li
         root = os.path.realpath(path)
         seen: set[str] = set()
         links: list[tuple[Path, str]] = []
+        in_folder: list[tuple[Path, Path]] = []
         for directory, folders, files in os.walk(path, followlinks=False):
             for name in sorted(folders):
                 full = Path(directory) / name
@@ -163,14 +165,14 @@ def find_models(inputs: Iterable[PathLike]) -> tuple[list[tuple[Path, Path]], li
                     links.append((full, os.path.realpath(full)))
                     continue
                 seen.add(os.path.realpath(full))
-                found.append((full, full.relative_to(path)))
+                in_folder.append((full, full.relative_to(path)))
         for link, target in links:
             if not _inside(target, root):
                 refused.append(_refused(link, "a symbolic link to a file outside", path))
             elif target not in seen and os.path.isfile(target):
                 seen.add(target)
-                found.append((link, link.relative_to(path)))
-    found.sort(key=lambda entry: str(entry[0]))
+                in_folder.append((link, link.relative_to(path)))
+        found.extend(sorted(in_folder, key=lambda entry: entry[1].parts))  # a folder's files in sorted order
     return found, refused
 
 

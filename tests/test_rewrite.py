@@ -175,26 +175,7 @@ def test_constant_read_by_several_ops_and_slots_gets_one_dequantize(tmp_path: Pa
 
 
 def test_sparse_constant_goes_through_densify_then_dequantize(tmp_path: Path) -> None:
-    dense = np.array([[1.5, 0, 0.25, 0], [0, 0, -2, 4]], np.float32)
-    values, structure = tb.csr(dense)
-    model = tb.Model(
-        operator_codes=[tb.OperatorCode(tb.DENSIFY), tb.OperatorCode(tb.ADD)],
-        subgraphs=[
-            tb.Subgraph(
-                tensors=[
-                    tb.Tensor([2, 4], name="x"),
-                    tb.Tensor([2, 4], name="w_sparse", buffer=1, csr=structure),
-                    tb.Tensor([2, 4], name="w"),
-                    tb.Tensor([2, 4], name="y"),
-                ],
-                operators=[tb.Operator(0, [1], [2]), tb.Operator(1, [0, 2], [3])],
-                inputs=[0],
-                outputs=[3],
-            )
-        ],
-        buffers=[None, values],
-        signatures=[tb.Signature("serving_default", 0, [("x", 0)], [("y", 3)])],
-    )
+    model, values = tb.sparse_add_model()
     source, target = tmp_path / "in.tflite", tmp_path / "out.tflite"
     source.write_bytes(tb.build(model))
     report = rewrite(source, target)

@@ -182,26 +182,7 @@ def test_corpus_round_trip_and_tensorflows_float16_models(name: str, tmp_path: P
 
 
 def test_sparse_float16_densify_dequantize_goes_back(tmp_path: Path) -> None:
-    dense = np.array([[1.5, 0, 0.25, 0], [0, 0, -2, 4]], np.float32)
-    values, structure = tb.csr(dense)
-    model = tb.Model(
-        operator_codes=[tb.OperatorCode(tb.DENSIFY), tb.OperatorCode(tb.ADD)],
-        subgraphs=[
-            tb.Subgraph(
-                tensors=[
-                    tb.Tensor([2, 4], name="x"),
-                    tb.Tensor([2, 4], name="w_sparse", buffer=1, csr=structure),
-                    tb.Tensor([2, 4], name="w"),
-                    tb.Tensor([2, 4], name="y"),
-                ],
-                operators=[tb.Operator(0, [1], [2]), tb.Operator(1, [0, 2], [3])],
-                inputs=[0],
-                outputs=[3],
-            )
-        ],
-        buffers=[None, values],
-        signatures=[tb.Signature("serving_default", 0, [("x", 0)], [("y", 3)])],
-    )
+    model, _ = tb.sparse_add_model()
     source, half, back = tmp_path / "in.tflite", tmp_path / "h.tflite", tmp_path / "b.tflite"
     source.write_bytes(tb.build(model))
     rewrite(source, half)

@@ -337,6 +337,32 @@ def add_model(weights: Sequence[float] = (1.5, -2.0, 3.25, 0.5)) -> Model:
 MINIMUM, MAXIMUM, LOG, SUB = 57, 55, 73, 41
 
 
+def sparse_add_model() -> tuple[Model, bytes]:
+    """``y = x + densify(w_sparse)``: a sparse (CSR) float32 constant read through DENSIFY, and its
+    values' bytes."""
+    dense = np.array([[1.5, 0, 0.25, 0], [0, 0, -2, 4]], np.float32)
+    values, structure = csr(dense)
+    model = Model(
+        operator_codes=[OperatorCode(DENSIFY), OperatorCode(ADD)],
+        subgraphs=[
+            Subgraph(
+                tensors=[
+                    Tensor([2, 4], name="x"),
+                    Tensor([2, 4], name="w_sparse", buffer=1, csr=structure),
+                    Tensor([2, 4], name="w"),
+                    Tensor([2, 4], name="y"),
+                ],
+                operators=[Operator(0, [1], [2]), Operator(1, [0, 2], [3])],
+                inputs=[0],
+                outputs=[3],
+            )
+        ],
+        buffers=[None, values],
+        signatures=[Signature("serving_default", 0, [("x", 0)], [("y", 3)])],
+    )
+    return model, values
+
+
 def frontend_model(width: int = 8, clamp: float = float("inf"), epsilon: float = 1e-10) -> Model:
     """A runnable audio-front-end-like model, as real wake-word and audio models have:
     ``y = log(max(min(x * gain, clamp), epsilon)) + bias``.
